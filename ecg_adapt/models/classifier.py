@@ -1,0 +1,171 @@
+"""A classification head over any registered backbone.
+
+``ECGClassifier`` = backbone → masked mean pooling over frames → dropout → linear head. The loss follows
+``config.problem_type`` (transformers' names): ``"multi_label_classification"`` uses BCE-with-logits,
+``"single_label_classification"`` uses cross-entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+_PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
+
+
+@strict
+class ECGClassifierConfig(PreTrainedConfig):
+    r"""Configuration of :class:`ECGClassifier`.
+
+    backbone_config (`dict`): the backbone's config (``config.to_dict()``); the backbone is rebuilt from it.
+    backbone_name_or_path (`str`): where the pretrained backbone came from (a hub id or a local folder);
+        adapter-only saves reload the backbone from here.
+    pooling (`str`): ``"mean"`` — mean over frames whose attention mask is set.
+    classifier_dropout (`float`): dropout before the linear head.
+    backbone_layerdrop (`float`): LayerDrop used while fine-tuning (0 keeps every layer, which DDP needs).
+    initializer_range (`float`): std of the head's initial weights.
+    """
+
+    model_type = "ecg_classifier"
+
+    backbone_config: dict[str, Any] | None = None
+    backbone_name_or_path: str | None = None
+    pooling: str = "mean"
+    classifier_dropout: float | int = 0.1
+    backbone_layerdrop: float | int = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.pooling != "mean":
+            raise ValueError(f"Unknown pooling {self.pooling!r}; supported: 'mean'")
+        if self.problem_type is not None and self.problem_type not in _PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
+
+
+@dataclass
+class ECGClassifierOutput(ModelOutput):
+    """Output of :class:`ECGClassifier`: ``loss`` (when labels are given), ``logits``, ``pooled`` features."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+def masked_mean(hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the frame axis of ``(batch, frames, hidden)``, counting only frames where the mask is set."""
+    if frame_mask is None:
+        return hidden.mean(dim=1)
+    m = frame_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+class ECGClassifier(PreTrainedModel):
+    """Multi-label or multi-class classifier over an ECG backbone.
+
+    Build one on a loaded backbone with :meth:`from_backbone`; reload a fully fine-tuned one with
+    ``ECGClassifier.from_pretrained(dir)``, or any adapted one with :func:`ecg_adapt.load_adapted`.
+
+    Example:
+        >>> from ecg_adapt import load_backbone, ECGClassifier
+        >>> backbone = load_backbone("path/to/hubert-ecg")                                  # doctest: +SKIP
+        >>> model = ECGClassifier.from_backbone(backbone, ["NORM", "MI", "STTC", "CD", "HYP"],
+        ...                                     problem_type="multi_label_classification")  # doctest: +SKIP
+    """
+
+    config_class = ECGClassifierConfig
+    config: ECGClassifierConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: ECGClassifierConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        if backbone is None:
+            if not config.backbone_config:
+                raise ValueError("ECGClassifierConfig.backbone_config is empty: pass a backbone or its config")
+            backbone_config = AutoConfig.for_model(**config.backbone_config)
+            backbone = AutoModel.from_config(backbone_config)
+        self.backbone = backbone
+        if hasattr(self.backbone, "prepare_for_finetuning"):
+            self.backbone.prepare_for_finetuning(layerdrop=float(config.backbone_layerdrop))
+        self.config.backbone_config = self.backbone.config.to_dict()
+        hidden = self.backbone.config.hidden_size
+        self.dropout = nn.Dropout(float(config.classifier_dropout))
+        self.classifier = nn.Linear(hidden, config.num_labels)
+        nn.init.normal_(self.classifier.weight, std=config.initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the head is ours; backbone modules keep their own init (or loaded weights).
+        if module is getattr(self, "classifier", None):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: PreTrainedModel,
+        labels: list[str],
+        problem_type: str = "multi_label_classification",
+        **config_kwargs: Any,
+    ) -> "ECGClassifier":
+        """Put a fresh head for ``labels`` on a loaded backbone."""
+        if not labels:
+            raise ValueError("labels must name at least one class")
+        if problem_type == "single_label_classification" and len(labels) < 2:
+            raise ValueError("single-label classification needs at least two classes")
+        config = ECGClassifierConfig(
+            backbone_config=backbone.config.to_dict(),
+            backbone_name_or_path=getattr(backbone, "name_or_path", None) or None,
+            id2label={i: name for i, name in enumerate(labels)},
+            label2id={name: i for i, name in enumerate(labels)},
+            problem_type=problem_type,
+            **config_kwargs,
+        )
+        return cls(config, backbone=backbone)
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    @property
+    def signal_contract(self) -> dict[str, Any]:
+        return self.backbone.config.signal_contract
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> ECGClassifierOutput:
+        # An all-ones mask changes nothing but costs a dense attention bias: drop it.
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        out = self.backbone(input_values, attention_mask=attention_mask)
+        hidden = out.last_hidden_state
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
+        pooled = masked_mean(hidden, frame_mask)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "single_label_classification":
+                loss = nn.functional.cross_entropy(logits, labels.long())
+            else:
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled, last_hidden_state=hidden)
+
+
+AutoConfig.register("ecg_classifier", ECGClassifierConfig, exist_ok=True)

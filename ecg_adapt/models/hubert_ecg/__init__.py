@@ -1,0 +1,15 @@
+"""HuBERT-ECG (Coppola et al. 2024): configuration, model, converter and processor defaults."""
+
+from .configuration import HUBERT_ECG_CONTRACT, RELEASED_SIZES, HubertECGConfig, default_processor_steps
+from .convert import convert_hubert_ecg, load_original
+from .modeling import HubertECGModel
+
+__all__ = [
+    "HUBERT_ECG_CONTRACT",
+    "RELEASED_SIZES",
+    "HubertECGConfig",
+    "HubertECGModel",
+    "convert_hubert_ecg",
+    "default_processor_steps",
+    "load_original",
+]

@@ -1,0 +1,136 @@
+"""Convert a HuBERT-ECG release into an ecg_adapt folder (config + safetensors + processor config).
+
+Accepted sources:
+
+* the Hugging Face folder as released (``Edoardo-BS/hubert-ecg-{small,base,large}``: ``config.json`` with
+  ``model_type: hubert_ecg`` and ``auto_map`` to remote code, ``model.safetensors``). The remote code is not
+  needed and not run;
+* a bare state dict in safetensors (shapes are then read from the tensors, and the number of attention heads
+  from the released size table).
+
+Keys are canonicalised (prefix ``hubert_ecg.`` of fine-tuned files stripped, ``weight_g/weight_v`` renamed to
+``parametrizations.weight.original0/1``), the pretraining heads (``final_proj``, ``label_embedding``) and the
+fine-tuning head (``classifier``) are dropped and reported, and the rest must match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from ..conversion import ConversionReport, canonical_weight_norm_keys, drop_keys, load_strict, strip_prefix
+from .configuration import RELEASED_SIZES, HubertECGConfig, default_processor_steps
+from .modeling import HubertECGModel
+
+logger = logging.getLogger(__name__)
+
+PRETRAINING_ONLY = (r"^final_proj\.", r"^label_embedding\.", r"^classifier\.", r"^classifier_dropout\.")
+# Fields of the saved config.json that describe the file, not the model.
+_NON_MODEL_FIELDS = ("auto_map", "architectures", "transformers_version", "torch_dtype", "dtype", "model_type", "_name_or_path")
+
+
+def canonicalise_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Map original HuBERT-ECG keys onto :class:`HubertECGModel` keys; see the module docstring."""
+    report = ConversionReport()
+    sd = strip_prefix(state_dict, ("hubert_ecg.", "module.hubert_ecg.", "module."), report)
+    if report.stripped_prefix is None and any(k.startswith("hubert_ecg.") for k in sd):
+        # fine-tuned files: backbone under hubert_ecg.*, head under classifier.*
+        report.stripped_prefix = "hubert_ecg."
+        sd = {(k[len("hubert_ecg."):] if k.startswith("hubert_ecg.") else k): v for k, v in sd.items()}
+    sd = canonical_weight_norm_keys(sd, report)
+    sd = drop_keys(sd, PRETRAINING_ONLY, report)
+    return sd, report
+
+
+def infer_config_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Read the architecture from tensor shapes; heads come from the released size table (by hidden size)."""
+    try:
+        hidden, conv_out = state_dict["feature_projection.projection.weight"].shape
+    except KeyError as e:
+        raise ValueError("Not a HuBERT-ECG state dict: no 'feature_projection.projection.weight'") from e
+    conv_idx = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", k))})
+    conv_w = [state_dict[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in conv_idx]
+    n_layers = len({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.(\d+)\.", k))})
+    inter = state_dict["encoder.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
+    g = state_dict.get("encoder.pos_conv_embed.conv.parametrizations.weight.original1")
+    heads = {v["hidden_size"]: v["num_attention_heads"] for v in RELEASED_SIZES.values()}.get(int(hidden))
+    if heads is None:
+        raise ValueError(
+            f"hidden size {hidden} is not a released HuBERT-ECG size ({sorted(v['hidden_size'] for v in RELEASED_SIZES.values())}); "
+            "pass the original config.json so the number of attention heads is known"
+        )
+    kwargs: dict[str, Any] = {
+        "hidden_size": int(hidden),
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": heads,
+        "intermediate_size": int(inter),
+        "conv_dim": [int(w.shape[0]) for w in conv_w],
+        "conv_kernel": [int(w.shape[-1]) for w in conv_w],
+    }
+    if g is not None:
+        kwargs["num_conv_pos_embeddings"] = int(g.shape[-1])
+        kwargs["num_conv_pos_embedding_groups"] = int(hidden // g.shape[1])
+    kwargs["mask_time_prob"] = 0.33 if "masked_spec_embed" in state_dict else 0.0
+    return kwargs
+
+
+def load_original(src: str | Path) -> tuple[HubertECGModel, ConversionReport]:
+    """Load an original HuBERT-ECG release (folder or safetensors file) into :class:`HubertECGModel`.
+
+    Raises:
+        FileNotFoundError: no weights in the folder.
+        CheckpointMismatchError: keys or shapes disagree (every offending key is listed).
+    """
+    src = Path(src)
+    if src.is_dir():
+        weights = src / "model.safetensors"
+        if not weights.exists():
+            others = sorted(p.name for p in src.iterdir())
+            raise FileNotFoundError(f"{src} has no model.safetensors (found: {others})")
+        config_path = src / "config.json"
+        config_dict = json.loads(config_path.read_text()) if config_path.exists() else None
+    elif src.suffix == ".safetensors":
+        weights, config_dict = src, None
+    else:
+        raise ValueError(
+            f"Unsupported HuBERT-ECG source {src}: give the released Hugging Face folder or a .safetensors file"
+        )
+    raw = load_file(str(weights))
+    state_dict, report = canonicalise_state_dict(raw)
+    if config_dict is not None:
+        model_type = config_dict.get("model_type")
+        if model_type not in ("hubert_ecg", "hubert", None):
+            raise ValueError(f"{src}/config.json has model_type {model_type!r}, not a HuBERT-ECG checkpoint")
+        kwargs = {k: v for k, v in config_dict.items() if k not in _NON_MODEL_FIELDS}
+    else:
+        kwargs = infer_config_kwargs(state_dict)
+    config = HubertECGConfig(**kwargs)
+    # masked_spec_embed exists in the model only when the config asks for masking; keep them consistent
+    if "masked_spec_embed" in state_dict and not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
+        state_dict = drop_keys(state_dict, [r"^masked_spec_embed$"], report)
+    model = HubertECGModel(config)
+    load_strict(model, state_dict, what=f"HuBERT-ECG checkpoint {src}")
+    logger.info("Loaded HuBERT-ECG from %s: %s", src, report.summary())
+    return model.eval(), report
+
+
+def convert_hubert_ecg(src: str | Path, dst: str | Path) -> ConversionReport:
+    """Convert an original HuBERT-ECG release to ``dst`` (``config.json``, ``model.safetensors``,
+    ``preprocessor_config.json``).
+
+    Example:
+        >>> convert_hubert_ecg("hubert-ecg-small", "converted/hubert-ecg-small")   # doctest: +SKIP
+    """
+    from ...processing.processor import ECGProcessor
+
+    model, report = load_original(src)
+    dst = Path(dst)
+    model.save_pretrained(dst)
+    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    return report
