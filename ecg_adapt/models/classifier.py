@@ -111,6 +111,15 @@ class ECGClassifier(PreTrainedModel):
             nn.init.normal_(module.weight, std=self.config.initializer_range)
             nn.init.zeros_(module.bias)
 
+    # Set by ecg_adapt.adapt(method="linear_probe"): a frozen backbone stays in eval mode while training.
+    freeze_backbone_in_train: bool = False
+
+    def train(self, mode: bool = True) -> "ECGClassifier":
+        super().train(mode)
+        if mode and self.freeze_backbone_in_train:
+            self.backbone.eval()
+        return self
+
     @classmethod
     def from_backbone(
         cls,

@@ -1,0 +1,277 @@
+"""The processed-signal cache: every record is read and preprocessed once, then memory-mapped.
+
+Windows are stored with 🤗 ``datasets``' Arrow writer (one row per window: ``record_id``, ``window``,
+``input_values`` and ``attention_mask`` as fixed-shape ``Array2D``) and opened with ``Dataset.from_file``,
+which memory-maps the file: later epochs and later runs never touch the WFDB files again.
+
+The cache key hashes the source (name, folder, sampling rate), the record ids and the processor's full saved
+config, so changing any preprocessing step builds a new cache. A cache is written to a temporary folder and
+renamed into place when complete (atomic on one filesystem); a run interrupted while building leaves no
+half cache behind. Labels are not stored: one cache serves every task of a source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Literal, Protocol
+
+import numpy as np
+import torch
+from datasets import Array2D, Dataset, Features, Value
+from datasets.arrow_writer import ArrowWriter
+from tqdm.auto import tqdm
+
+from ..processing.processor import ECGProcessor
+from .record import ECGRecord, RecordError
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+DATA_FILE = "windows.arrow"
+REPORT_FILE = "report.json"
+
+
+class RecordSource(Protocol):
+    """What the cache needs from a data source."""
+
+    name: str
+
+    def iter_records(self, ids: list[Any] | None = None) -> Iterable[tuple[Any, ECGRecord | RecordError]]: ...
+
+    def fingerprint(self) -> dict[str, object]: ...
+
+
+def default_cache_dir() -> Path:
+    """``$ECG_ADAPT_CACHE`` or ``~/.cache/ecg_adapt``."""
+    return Path(os.environ.get("ECG_ADAPT_CACHE", Path.home() / ".cache" / "ecg_adapt"))
+
+
+def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor) -> str:
+    proc = processor.to_dict()
+    proc.pop("feature_extractor_type", None)
+    payload = {
+        "version": CACHE_FORMAT_VERSION,
+        "source": source.fingerprint(),
+        "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest(),
+        "processor": proc,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class ECGCache:
+    """A built cache: the memory-mapped windows plus the build report."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.dataset = Dataset.from_file(str(self.path / DATA_FILE)).with_format("numpy")
+        self.report: dict[str, Any] = json.loads((self.path / REPORT_FILE).read_text())
+        self.row_record_ids = np.asarray(self.dataset.with_format(None)["record_id"])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self.report["skipped"]
+
+
+def build_cache(
+    source: RecordSource,
+    processor: ECGProcessor,
+    ids: list[Any],
+    cache_dir: str | os.PathLike | None = None,
+    on_error: Literal["skip", "raise"] = "skip",
+    progress: bool = True,
+) -> ECGCache:
+    """Read, preprocess and store the windows of ``ids`` (or open the cache if it already exists).
+
+    Records that cannot be read or processed are skipped and listed, with the reason, in ``report.json``
+    and the log; with ``on_error="raise"`` the first one stops the build instead.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(source, ids, processor)
+    final = root / f"{source.name}-{key}"
+    if (final / REPORT_FILE).exists() and (final / DATA_FILE).exists():
+        cache = ECGCache(final)
+        _log_report(cache.report, final, reused=True)
+        return cache
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{source.name}-{key}-", dir=root))
+    try:
+        contract = processor.contract
+        shape = (contract.n_leads, contract.window_samples)
+        features = Features(
+            {
+                "record_id": Value("string"),
+                "window": Value("int32"),
+                "input_values": Array2D(shape=shape, dtype="float32"),
+                "attention_mask": Array2D(shape=shape, dtype="int8"),
+            }
+        )
+        skipped: list[dict[str, str]] = []
+        notes: Counter[str] = Counter()
+        n_windows = 0
+        writer = ArrowWriter(features=features, path=str(tmp / DATA_FILE))
+        bar = tqdm(total=len(ids), desc=f"caching {source.name}", unit="rec", disable=not progress)
+        for rid, rec in source.iter_records(ids):
+            bar.update(1)
+            if isinstance(rec, RecordError):
+                if on_error == "raise":
+                    raise rec
+                skipped.append({"record_id": str(rid), "reason": rec.reason, "detail": rec.detail})
+                continue
+            try:
+                out = processor.process(rec.signal, rec.sampling_rate, rec.lead_names, record_id=str(rid))
+            except ValueError as e:
+                if on_error == "raise":
+                    raise
+                skipped.append({"record_id": str(rid), "reason": "processing", "detail": str(e)})
+                continue
+            if out.report.missing_leads:
+                notes[f"missing leads {','.join(out.report.missing_leads)} ({out.report.missing_leads_policy})"] += 1
+            if out.report.nan_interpolated:
+                notes["NaN samples interpolated"] += 1
+            if out.report.flat_leads:
+                notes["flat lead(s)"] += 1
+            for w in range(out.input_values.shape[0]):
+                writer.write(
+                    {
+                        "record_id": str(rid),
+                        "window": w,
+                        "input_values": out.input_values[w].reshape(shape),
+                        "attention_mask": out.attention_mask[w].reshape(shape),
+                    }
+                )
+                n_windows += 1
+        bar.close()
+        writer.finalize()
+        writer.close()
+        report = {
+            "source": source.fingerprint(),
+            "cache_key": key,
+            "n_requested": len(ids),
+            "n_cached": len(ids) - len(skipped),
+            "n_windows": n_windows,
+            "skipped": skipped,
+            "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
+            "processing_notes": dict(notes),
+            "processor": processor.to_dict(),
+        }
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if n_windows == 0:
+            raise ValueError(f"No record of {source.name} could be cached: {report['skipped_by_reason']}")
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / REPORT_FILE).exists():  # another process finished first: use theirs
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache = ECGCache(final)
+    _log_report(cache.report, final, reused=False)
+    return cache
+
+
+def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:
+    what = "using cache" if reused else "built cache"
+    logger.info("%s %s: %d records, %d windows", what, path, report["n_cached"], report["n_windows"])
+    if report["skipped"]:
+        logger.warning(
+            "%d of %d records skipped (%s); details in %s",
+            len(report["skipped"]), report["n_requested"], report["skipped_by_reason"], path / REPORT_FILE,
+        )
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of selected records from an :class:`ECGCache`, with their record's labels.
+
+    Each item is a dict of ``input_values`` (the contract's input shape), ``attention_mask``, ``labels`` and
+    ``record_index`` (position of the record in ``record_ids``, for aggregating window predictions).
+    Batched access (``__getitems__``) reads a whole batch from Arrow in one slice.
+    """
+
+    def __init__(self, cache: ECGCache, record_ids: list[Any], labels: np.ndarray, input_shape: tuple[int, ...]) -> None:
+        if len(record_ids) != len(labels):
+            raise ValueError(f"{len(record_ids)} record ids but {len(labels)} label rows")
+        pos = {str(r): i for i, r in enumerate(record_ids)}
+        row_pos = np.array([pos.get(str(r), -1) for r in cache.row_record_ids])
+        self.rows = np.flatnonzero(row_pos >= 0)
+        self.row_record = row_pos[self.rows]
+        present = set(self.row_record.tolist())
+        self.missing_records = [record_ids[i] for i in range(len(record_ids)) if i not in present]
+        self.cache = cache
+        self.labels = labels
+        self.record_ids = list(record_ids)
+        self.input_shape = tuple(input_shape)
+        self.n_records = len(record_ids)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        rows = self.rows[idx]
+        # Arrow slices are fastest for sorted rows; restore the requested order afterwards.
+        order = np.argsort(rows, kind="stable")
+        batch = self.cache.dataset[rows[order].tolist()]
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        x = np.asarray(batch["input_values"])[inv].reshape((len(idx),) + self.input_shape)
+        m = np.asarray(batch["attention_mask"])[inv].reshape((len(idx),) + self.input_shape)
+        rec = self.row_record[idx]
+        return {
+            "input_values": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "attention_mask": torch.from_numpy(m.astype(np.int64)),
+            "labels": torch.from_numpy(self.labels[rec]),
+            "record_index": torch.from_numpy(rec.astype(np.int64)),
+        }
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+def collate_windows(batch: Any) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn``: batches from ``__getitems__`` are already collated."""
+    if isinstance(batch, dict):
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+def make_loader(
+    dataset: WindowDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_windows,
+        drop_last=drop_last,
+        generator=generator,
+    )
+
+
+__all__: list[str] = [
+    "ECGCache",
+    "WindowDataset",
+    "build_cache",
+    "cache_key",
+    "collate_windows",
+    "default_cache_dir",
+    "make_loader",
+]

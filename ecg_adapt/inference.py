@@ -1,0 +1,130 @@
+"""Prediction with a saved model: records in, per-record label probabilities out."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adaptation.core import load_adapted
+from .data.record import ECGRecord, RecordError, read_wfdb
+from .models.classifier import ECGClassifier
+from .processing.processor import ECGProcessor, aggregate_windows
+
+
+@dataclass
+class Prediction:
+    """The prediction for one record."""
+
+    record_id: str
+    probabilities: dict[str, float]
+    predicted: list[str]
+    n_windows: int
+    report: str
+    window_probabilities: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Predictor:
+    """A loaded model with its processor, labels and decision thresholds.
+
+    Example:
+        >>> predictor = Predictor.from_pretrained("runs/demo/model", missing_leads="zero")   # doctest: +SKIP
+        >>> predictor.predict([read_wfdb("records/HR06000")])[0].probabilities              # doctest: +SKIP
+    """
+
+    model: torch.nn.Module
+    processor: ECGProcessor
+    labels: list[str]
+    thresholds: np.ndarray
+    multi_label: bool = True
+    aggregation: str = "mean"
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, missing_leads: str | None = None, aggregation: str = "mean") -> "Predictor":
+        path = Path(path)
+        model = load_adapted(path)
+        processor = ECGProcessor.from_pretrained(str(path))
+        if missing_leads is not None:
+            processor.missing_leads = missing_leads
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        assert isinstance(base, ECGClassifier)
+        labels = base.labels
+        thresholds = np.full(len(labels), 0.5)
+        task_file = path / "task.json"
+        if task_file.exists():
+            saved = json.loads(task_file.read_text()).get("thresholds")
+            if saved:
+                thresholds = np.array([saved[name] for name in labels])
+        multi = base.config.problem_type != "single_label_classification"
+        return cls(model=model, processor=processor, labels=labels, thresholds=thresholds, multi_label=multi,
+                   aggregation=aggregation)
+
+    @torch.no_grad()
+    def predict(self, records: Iterable[ECGRecord], batch_size: int = 64, progress: bool = False,
+                per_window: bool = False) -> list[Prediction]:
+        """Predict every record (windows batched together, then aggregated per record)."""
+        self.model.eval()
+        records = list(records)
+        out: list[Prediction] = []
+        bar = tqdm(total=len(records), desc="predicting", unit="rec", disable=not progress)
+        for start in range(0, len(records), max(1, batch_size // 2)):
+            chunk = records[start : start + max(1, batch_size // 2)]
+            processed = self.processor.process_many(chunk)
+            batch = ECGProcessor.collate(processed)
+            probs = []
+            for i in range(0, batch["input_values"].shape[0], batch_size):
+                logits = self.model(input_values=batch["input_values"][i : i + batch_size],
+                                    attention_mask=batch["attention_mask"][i : i + batch_size]).logits.float()
+                probs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
+            window_probs = torch.cat(probs).numpy()
+            owner = batch["window_to_record"].numpy()
+            rec_probs = aggregate_windows(window_probs, owner, self.aggregation, n_records=len(chunk))
+            for j, (rec, p) in enumerate(zip(chunk, processed)):
+                pr = rec_probs[j]
+                if self.multi_label:
+                    predicted = [n for n, v, t in zip(self.labels, pr, self.thresholds) if v >= t]
+                else:
+                    predicted = [self.labels[int(np.argmax(pr))]]
+                windows = [dict(zip(self.labels, map(float, w))) for w in window_probs[owner == j]] if per_window else []
+                out.append(Prediction(record_id=str(rec.record_id), probabilities=dict(zip(self.labels, map(float, pr))),
+                                      predicted=predicted, n_windows=p.report.n_windows, report=p.report.summary(),
+                                      window_probabilities=windows))
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+
+def find_wfdb_records(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """WFDB record paths (without extension) from files or folders (every ``*.hea`` inside, sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(h.with_suffix("") for h in p.rglob("*.hea")))
+        elif p.suffix == ".hea":
+            found.append(p.with_suffix(""))
+        elif p.with_name(p.name + ".hea").exists():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p} is neither a folder nor a WFDB record (no {p.name}.hea)")
+    return found
+
+
+def read_records(paths: Sequence[Path]) -> tuple[list[ECGRecord], list[RecordError]]:
+    """Read WFDB records; unreadable ones are returned as errors, not raised."""
+    ok, bad = [], []
+    for p in paths:
+        try:
+            ok.append(read_wfdb(p))
+        except RecordError as e:
+            bad.append(e)
+    return ok, bad

@@ -1,0 +1,263 @@
+"""Recipes: one YAML file per experiment, with sections ``model``, ``adaptation``, ``data``, ``task``,
+``training`` and ``output``.
+
+Names follow ``transformers.TrainingArguments`` (``learning_rate``, ``per_device_train_batch_size``,
+``num_train_epochs``, ``gradient_accumulation_steps`` ...) and peft (``lora_r``, ``lora_alpha`` ...) wherever
+the concept exists there. Hardware (devices, processes, mixed precision defaults) stays in accelerate's own
+config. Any key can be overridden on the command line as ``section.key=value``.
+
+Validation is strict: an unknown key or a value of the wrong type is an error that names the key (and
+suggests the closest known one). PyYAML reads ``1e-3`` as a string; float fields accept it.
+
+``HfArgumentParser`` only reads flat files, hence this small typed loader for sectioned recipes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ..adaptation.core import AdaptationConfig
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the offending key."""
+
+
+@dataclass
+class ModelArgs:
+    """``model:`` — the backbone and the head."""
+
+    model_name_or_path: str | None = None
+    """Backbone folder or hub id; ``null`` builds the embedded tiny HuBERT-ECG-shaped backbone (random weights)."""
+    revision: str | None = None
+    classifier_dropout: float = 0.1
+    layerdrop: float = 0.0
+    """LayerDrop while fine-tuning (HuBERT-ECG's original default is 0.1; 0 keeps DDP free of unused parameters)."""
+    embedded_backbone: dict[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 256,
+            "classifier_proj_size": 32,
+            "conv_dim": [32, 32, 32, 32, 32],
+            "num_conv_pos_embeddings": 32,
+            "num_conv_pos_embedding_groups": 4,
+        }
+    )
+    """HubertECGConfig fields of the embedded backbone (used only when ``model_name_or_path`` is null)."""
+
+
+@dataclass
+class DataArgs:
+    """``data:`` — where the records are and how they are cut."""
+
+    source: Literal["ptbxl"] = "ptbxl"
+    path: str | None = None
+    """Dataset folder; ``null`` synthesises a PTB-XL-layout dataset (the embedded demo data)."""
+    sampling_rate: int = 100
+    """Which PTB-XL copy to read: 100 (records100) or 500 (records500)."""
+    synthetic_records: int = 1000
+    synthetic_dir: str | None = None
+    windows: Literal["all", "first"] = "all"
+    """``all``: every window of a record (predictions averaged per record); ``first``: only the first."""
+    missing_leads: Literal["error", "zero", "mask"] = "error"
+    cache_dir: str | None = None
+    on_error: Literal["skip", "raise"] = "skip"
+    max_records_per_split: int | None = None
+    """Debug/smoke runs: keep at most this many records per split."""
+
+
+@dataclass
+class TaskArgs:
+    """``task:`` — which label scheme of the source."""
+
+    name: str = "superdiagnostic"
+
+
+@dataclass
+class TrainingArgs:
+    """``training:`` — the loop. Names and meanings as in ``transformers.TrainingArguments``."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    num_train_epochs: float = 10
+    max_steps: int = -1
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    bf16: bool = False
+    """Mixed precision bf16; when false, accelerate's own config/flags decide."""
+    logging_steps: int = 10
+    eval_strategy: Literal["epoch", "no"] = "epoch"
+    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    """``latest`` or a checkpoint folder (``<output_dir>/checkpoints/checkpoint_N``)."""
+    report_to: list[str] = field(default_factory=list)
+    """accelerate trackers, e.g. ``[tensorboard]``."""
+    dataloader_num_workers: int = 0
+    eval_aggregation: Literal["mean", "max"] = "mean"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class OutputArgs:
+    """``output:`` — where the run goes."""
+
+    output_dir: str = "runs/experiment"
+    overwrite_output_dir: bool = False
+
+
+@dataclass
+class Recipe:
+    """A whole recipe. Build with :meth:`from_yaml` (or :meth:`from_dict`); ``to_dict`` gives the resolved form."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    data: DataArgs = field(default_factory=DataArgs)
+    task: TaskArgs = field(default_factory=TaskArgs)
+    training: TrainingArgs = field(default_factory=TrainingArgs)
+    output: OutputArgs = field(default_factory=OutputArgs)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        if not isinstance(d, dict):
+            raise RecipeError(f"A recipe is a mapping of sections, got {type(d).__name__}")
+        return _build(cls, d, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":
+        """Read a recipe file and apply ``section.key=value`` overrides."""
+        path = Path(path)
+        if not path.exists():
+            raise RecipeError(f"Recipe file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path} is not valid YAML: {e}") from e
+        for item in overrides or []:
+            apply_override(data, item)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` override (the value is parsed as YAML) to a recipe dict."""
+    if "=" not in item:
+        raise RecipeError(f"Override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) < 2:
+        raise RecipeError(f"Override {item!r}: name a section and a key, e.g. training.learning_rate=3e-4")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"Override {item!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build(cls: type, d: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+    unknown = [k for k in d if k not in fields]
+    if unknown:
+        k = unknown[0]
+        raise RecipeError(f"Unknown recipe key {where + k!r}{_suggest(k, list(fields))}; known keys: {sorted(fields)}")
+    kwargs = {}
+    for name, value in d.items():
+        kwargs[name] = _coerce(value, hints[name], where + name)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"Recipe section {where.rstrip('.') or 'root'}: {e}") from e
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise RecipeError(f"Recipe key {key!r} must be a section (mapping), got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except RecipeError as e:
+                errors.append(str(e))
+        raise RecipeError(errors[0] if len(errors) == 1 else f"Recipe key {key!r}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"Recipe key {key!r} must be one of {list(args)}, got {value!r}{_suggest(str(value), [str(a) for a in args])}")
+        return value
+    if tp is Any:
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"Recipe key {key!r} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"Recipe key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"Recipe key {key!r} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise RecipeError(f"Recipe key {key!r} must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise RecipeError(f"Recipe key {key!r} must be an integer, got {value!r}") from None
+        if f != int(f):
+            raise RecipeError(f"Recipe key {key!r} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise RecipeError(f"Recipe key {key!r} must be a number, got {value!r}")
+        try:
+            return float(value)  # accepts PyYAML's string '1e-3'
+        except (TypeError, ValueError):
+            raise RecipeError(f"Recipe key {key!r} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise RecipeError(f"Recipe key {key!r} must be a string, got {value!r}")
+        return str(value)
+    return value

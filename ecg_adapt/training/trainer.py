@@ -1,0 +1,388 @@
+"""The training loop, on ``accelerate``: readable top to bottom, no hidden trainer.
+
+One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
+
+1. resolve the backbone (a folder or hub id, or the embedded tiny HuBERT-ECG-shaped one) and its processor;
+2. open the data source (or synthesise the demo dataset), pick the task, and build the window cache once
+   (on the main process first, the other ranks then open it);
+3. put a head on the backbone and apply the adaptation method;
+4. train with gradient accumulation, clipping, a warm-up schedule, mixed precision from accelerate, and
+   ``save_state`` checkpoints that ``resume_from_checkpoint`` continues from at the exact step;
+5. evaluate with gathered predictions (every rank computes the same metrics), aggregate windows to records,
+   tune F1 thresholds on validation and apply them to test;
+6. write ``model/`` (only what was trained), ``recipe.yaml`` (resolved), ``metrics.json`` and ``train.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..adaptation.core import adapt, count_parameters, save_adapted
+from ..data.cache import WindowDataset, build_cache, make_loader
+from ..data.ptbxl import PTBXL
+from ..models.classifier import ECGClassifier
+from ..models.hubert_ecg import HubertECGConfig, HubertECGModel
+from ..models.registry import load_backbone, load_processor
+from ..processing.processor import ECGProcessor, aggregate_windows
+from ..processing.steps import Window
+from ..tasks.task import ClassificationTask
+from .recipe import Recipe
+
+logger = logging.getLogger("ecg_adapt.train")
+
+
+@dataclass
+class TrainProgress:
+    """Loop position, saved with every checkpoint so a resumed run continues at the right step."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # batches consumed in the current epoch
+    global_step: int = 0  # optimiser steps
+    samples_seen: int = 0  # samples seen by this rank
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.__dict__.update(state)
+
+
+def _setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger("ecg_adapt")
+    root.setLevel(logging.INFO)
+    if accelerator.is_main_process:
+        fh = logging.FileHandler(output_dir / "train.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        sh = logging.StreamHandler()
+        sh.setFormatter(fmt)
+        sh.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+        root.addHandler(sh)
+
+
+def _resolve_backbone(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> str:
+    """The backbone's folder or hub id; the embedded one is written once under the output folder."""
+    if recipe.model.model_name_or_path:
+        return recipe.model.model_name_or_path
+    path = output_dir / "embedded_backbone"
+    if accelerator.is_main_process and not (path / "config.json").exists():
+        # Random weights of a small HuBERT-ECG-shaped model: no pretrained weights can be downloaded offline.
+        torch.manual_seed(recipe.training.seed)
+        config = HubertECGConfig(**recipe.model.embedded_backbone)
+        model = HubertECGModel(config)
+        tmp = path.with_name(path.name + ".tmp")
+        model.save_pretrained(tmp)
+        from ..models.hubert_ecg import default_processor_steps
+
+        ECGProcessor(config.signal_contract, default_processor_steps()).save_pretrained(tmp)
+        os.replace(tmp, path)
+        logger.info("embedded backbone (random weights, %s params) written to %s", f"{model.num_parameters():,}", path)
+    accelerator.wait_for_everyone()
+    return str(path.resolve())
+
+
+def _configure_processor(processor: ECGProcessor, recipe: Recipe) -> ECGProcessor:
+    steps = []
+    for s in processor.steps:
+        if s["name"] == Window.name:
+            s = dict(s, mode=recipe.data.windows)
+        steps.append(s)
+    return ECGProcessor(processor.signal_contract, steps, missing_leads=recipe.data.missing_leads,
+                        max_nan_fraction=processor.max_nan_fraction)
+
+
+def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> PTBXL:
+    if recipe.data.source != "ptbxl":
+        raise ValueError(f"Unknown data source {recipe.data.source!r}")
+    path = recipe.data.path
+    if path is None:
+        from ..data.synthetic import make_synthetic_ptbxl
+
+        synth = Path(recipe.data.synthetic_dir or output_dir / "synthetic_ptbxl")
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                make_synthetic_ptbxl(synth, n_records=recipe.data.synthetic_records,
+                                     sampling_rates=(recipe.data.sampling_rate,), seed=recipe.training.seed,
+                                     progress=True)
+        path = str(synth)
+    return PTBXL(path, sampling_rate=recipe.data.sampling_rate)  # type: ignore[arg-type]
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    ckpts = sorted(
+        (p for p in (output_dir / "checkpoints").glob("checkpoint_*") if p.is_dir()),
+        key=lambda p: int(re.sub(r"\D", "", p.name) or -1),
+    )
+    return ckpts[-1] if ckpts else None
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    dataset: WindowDataset,
+    task: ClassificationTask,
+    accelerator: Accelerator,
+    aggregation: str = "mean",
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Record-level probabilities and labels of a split, gathered across ranks (identical on every rank)."""
+    model.eval()
+    probs, owners, losses = [], [], []
+    for batch in loader:
+        out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
+        p, owner, loss = accelerator.gather_for_metrics((p, batch["record_index"], out.loss.detach().float().reshape(1)))
+        probs.append(p.cpu())
+        owners.append(owner.cpu())
+        losses.append(loss.cpu())
+    window_probs = torch.cat(probs).numpy()
+    owner = torch.cat(owners).numpy()
+    record_probs = aggregate_windows(window_probs, owner, method=aggregation, n_records=dataset.n_records)
+    present = np.unique(owner)
+    labels = dataset.labels[present]
+    return record_probs[present], labels, float(torch.cat(losses).mean())
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    """Run a recipe end to end and return the metrics written to ``metrics.json``."""
+    t_start = time.time()
+    tr = recipe.training
+    output_dir = Path(recipe.output.output_dir)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=recipe.model.layerdrop > 0)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=tr.gradient_accumulation_steps,
+        mixed_precision="bf16" if tr.bf16 else None,
+        log_with=tr.report_to or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir),
+            logging_dir=str(output_dir / "logs"),
+            automatic_checkpoint_naming=True,
+            total_limit=tr.save_total_limit,
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[ddp],
+    )
+    resume = tr.resume_from_checkpoint
+    if accelerator.is_main_process:
+        if (output_dir / "metrics.json").exists() and not recipe.output.overwrite_output_dir and not resume:
+            raise FileExistsError(
+                f"{output_dir} already holds a finished run; set output.overwrite_output_dir=true, "
+                "training.resume_from_checkpoint=latest, or another output.output_dir"
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    _setup_logging(accelerator, output_dir)
+    set_seed(tr.seed)
+    logger.info("distributed: %s, %d process(es), device %s, mixed precision %s", accelerator.distributed_type,
+                accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
+
+    # 1. backbone and processor
+    backbone_id = _resolve_backbone(recipe, accelerator, output_dir)
+    backbone = load_backbone(backbone_id, revision=recipe.model.revision)
+    processor = _configure_processor(load_processor(backbone_id, config=backbone.config, revision=recipe.model.revision), recipe)
+    processor.check_compatible(backbone.config.signal_contract)
+    contract = processor.contract
+    logger.info("backbone %s (%s); input contract: %s", backbone_id, backbone.config.model_type, contract.describe())
+
+    # 2. data, task, cache
+    source = _open_source(recipe, accelerator, output_dir)
+    task = source.task(recipe.task.name)
+    split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
+    if recipe.data.max_records_per_split:
+        split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
+    for s, ids in split_ids.items():
+        if not ids:
+            raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
+    label_sets = source.label_sets(recipe.task.name)
+    all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
+    with accelerator.main_process_first():
+        cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
+                            progress=accelerator.is_local_main_process)
+    datasets = {
+        s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
+        for s, ids in split_ids.items()
+    }
+    for s, ds in datasets.items():
+        logger.info("%s: %d records, %d windows%s", s, ds.n_records - len(ds.missing_records), len(ds),
+                    f" ({len(ds.missing_records)} skipped, see cache report)" if ds.missing_records else "")
+    train_loader = make_loader(datasets["train"], tr.per_device_train_batch_size, shuffle=True, seed=tr.seed,
+                               num_workers=tr.dataloader_num_workers)
+    eval_loaders = {s: make_loader(datasets[s], tr.per_device_eval_batch_size, shuffle=False,
+                                   num_workers=tr.dataloader_num_workers) for s in ("validation", "test")}
+
+    # 3. model and adaptation
+    model = ECGClassifier.from_backbone(
+        backbone, task.labels, problem_type=task.problem_type,
+        classifier_dropout=recipe.model.classifier_dropout, backbone_layerdrop=recipe.model.layerdrop,
+    )
+    if tr.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = adapt(model, recipe.adaptation)
+    params = count_parameters(model)
+    logger.info("adaptation %s: %s", recipe.adaptation.method, params)
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tr.learning_rate,
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(datasets["train"]) / (tr.per_device_train_batch_size * accelerator.num_processes))
+                                / tr.gradient_accumulation_steps)
+    total_steps = tr.max_steps if tr.max_steps > 0 else math.ceil(tr.num_train_epochs * steps_per_epoch)
+    num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+    scheduler = get_scheduler(tr.lr_scheduler_type, optimizer, num_warmup_steps=int(tr.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer, train_loader, scheduler, val_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, scheduler, eval_loaders["validation"], eval_loaders["test"]
+    )
+    progress = TrainProgress()
+    accelerator.register_for_checkpointing(progress)
+    if tr.report_to:
+        accelerator.init_trackers("ecg_adapt", config={k: str(v) for k, v in _flatten(recipe.to_dict()).items()})
+
+    # 4. resume
+    if resume:
+        ckpt = _latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+        if ckpt is None or not ckpt.exists():
+            raise FileNotFoundError(f"No checkpoint to resume from ({resume!r}) in {output_dir / 'checkpoints'}")
+        accelerator.load_state(str(ckpt))
+        # accelerate does not restore its checkpoint counter (accelerate#1601): continue numbering after it.
+        accelerator.project_configuration.iteration = int(re.sub(r"\D", "", ckpt.name) or 0) + 1
+        logger.info("resumed from %s at epoch %d, step %d", ckpt, progress.epoch, progress.global_step)
+
+    # 5. loop
+    bar = tqdm(total=total_steps, initial=progress.global_step, desc="training", unit="step",
+               disable=not accelerator.is_local_main_process)
+    t_loop, samples_at_start = time.time(), progress.samples_seen
+    running, n_running = 0.0, 0
+    history: list[dict[str, Any]] = []
+    done = progress.global_step >= total_steps
+    for epoch in range(progress.epoch, num_epochs):
+        if done:
+            break
+        model.train()
+        train_loader.set_epoch(epoch)
+        loader = train_loader
+        if progress.step_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch)
+        for batch in loader:
+            with accelerator.accumulate(model):
+                out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and tr.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), tr.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            progress.step_in_epoch += 1
+            progress.samples_seen += batch["input_values"].shape[0]
+            running += float(out.loss.detach())
+            n_running += 1
+            if not accelerator.sync_gradients:
+                continue
+            progress.global_step += 1
+            bar.update(1)
+            rate = (progress.samples_seen - samples_at_start) * accelerator.num_processes / max(time.time() - t_loop, 1e-9)
+            bar.set_postfix(loss=f"{running / n_running:.4f}", samples_s=f"{rate:.0f}", epoch=epoch)
+            if progress.global_step % tr.logging_steps == 0:
+                accelerator.log({"train/loss": running / n_running, "train/lr": scheduler.get_last_lr()[0],
+                                 "train/samples_per_s": rate}, step=progress.global_step)
+                running, n_running = 0.0, 0
+            if tr.save_strategy == "steps" and progress.global_step % tr.save_steps == 0:
+                accelerator.save_state()
+            if progress.global_step >= total_steps:
+                done = True
+                break
+        if not done or progress.step_in_epoch >= len(train_loader):
+            progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        if tr.eval_strategy == "epoch":
+            probs, labels, vloss = evaluate(model, val_loader, datasets["validation"], task, accelerator, tr.eval_aggregation)
+            m = task.metrics(labels, probs)
+            history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss, "val_" + task.primary_metric: m[task.primary_metric]})
+            accelerator.log({"val/loss": vloss, f"val/{task.primary_metric}": m[task.primary_metric]}, step=progress.global_step)
+            logger.info("epoch %d step %d: val loss %.4f, val %s %.4f", epoch, progress.global_step, vloss,
+                        task.primary_metric, m[task.primary_metric] or float("nan"))
+            model.train()
+        if tr.save_strategy == "epoch":
+            accelerator.save_state()
+    bar.close()
+    train_seconds = time.time() - t_loop
+
+    # 6. final evaluation: thresholds from validation, applied to test
+    val_probs, val_labels, val_loss = evaluate(model, val_loader, datasets["validation"], task, accelerator, tr.eval_aggregation)
+    thresholds = task.tune_thresholds(val_labels, val_probs)
+    test_probs, test_labels, test_loss = evaluate(model, test_loader, datasets["test"], task, accelerator, tr.eval_aggregation)
+    metrics: dict[str, Any] = {
+        "task": task.name,
+        "labels": task.labels,
+        "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds)},
+        "test": {"loss": test_loss, **task.metrics(test_labels, test_probs, thresholds)},
+        "adaptation": recipe.adaptation.method,
+        "trainable_parameters": params.trainable,
+        "total_parameters": params.total,
+        "global_step": progress.global_step,
+        "world_size": accelerator.num_processes,
+        "train_seconds": round(train_seconds, 2),
+        "history": history,
+        "data": {"cache": str(cache.path), "skipped_records": cache.report["skipped_by_reason"],
+                 "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
+    }
+    # Every rank records what it did, so a multi-process run can be checked to have trained on all ranks.
+    rank_dir = output_dir / "ranks"
+    if accelerator.is_main_process:
+        rank_dir.mkdir(exist_ok=True)
+    accelerator.wait_for_everyone()
+    (rank_dir / f"rank{accelerator.process_index}.json").write_text(json.dumps({
+        "rank": accelerator.process_index, "world_size": accelerator.num_processes,
+        "global_step": progress.global_step, "samples_seen": progress.samples_seen,
+        "test_primary_metric": metrics["test"][task.primary_metric],
+    }) + "\n")
+
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_adapted(unwrapped, output_dir / "model", processor)
+        task_file = {"task": task.to_dict(), "thresholds": None if thresholds is None else dict(zip(task.labels, map(float, thresholds)))}
+        (output_dir / "model" / "task.json").write_text(json.dumps(task_file, indent=2) + "\n")
+        (output_dir / "recipe.yaml").write_text(
+            f"# Resolved recipe of this run (ecg_adapt); rerun with: ecg-adapt train {output_dir / 'recipe.yaml'}\n" + recipe.to_yaml()
+        )
+        metrics["wall_seconds"] = round(time.time() - t_start, 2)
+        tmp = output_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, output_dir / "metrics.json")
+        logger.info("test %s %.4f (val %.4f); model saved to %s", task.primary_metric, metrics["test"][task.primary_metric] or float("nan"),
+                    metrics["validation"][task.primary_metric] or float("nan"), output_dir / "model")
+    # Ranks must meet before end_training(): it tears the process group down (see shared reference, section 4).
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
