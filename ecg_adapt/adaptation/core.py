@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -134,7 +135,8 @@ def adapt(model: ECGClassifier, config: AdaptationConfig | str | None = None, **
         trainable params: 12,345 || all params: 30,221,497 || trainable%: 0.0408
     """
     if config is None or isinstance(config, str):
-        config = AdaptationConfig(method=config or "lora", **kwargs)  # type: ignore[arg-type]
+        method = config or kwargs.pop("method", "lora")
+        config = AdaptationConfig(method=method, **kwargs)
     elif kwargs:
         config = dataclasses.replace(config, **kwargs)
     clf = _classifier_of(model)
@@ -181,37 +183,37 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     config: AdaptationConfig = getattr(model, "adaptation_config", None) or AdaptationConfig(method="full")
     clf = _classifier_of(model)
     dst = Path(save_directory)
-    tmp = dst.with_name(dst.name + ".tmp-save")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     if config.method in ("linear_probe", "lora") and not clf.config.backbone_name_or_path:
         raise ValueError(
             f"{config.method} saves only the trained weights, so the backbone must be reloadable: "
             "load it with load_backbone(path_or_hub_id) (or save it and set config.backbone_name_or_path)"
         )
-    if config.method == "full":
-        clf.save_pretrained(tmp)
-    elif config.method == "linear_probe":
-        clf.config.save_pretrained(tmp)
-        save_file({k: v.detach().contiguous().cpu() for k, v in clf.classifier.state_dict().items()}, str(tmp / HEAD_WEIGHTS_NAME))
-    else:
-        if not isinstance(model, PeftModel):
-            raise TypeError("method 'lora' expects the PeftModel returned by adapt()")
-        model.save_pretrained(tmp)
-        clf.config.save_pretrained(tmp)
-    meta = config.to_dict()
-    meta["backbone_name_or_path"] = clf.config.backbone_name_or_path
-    meta["trainable_parameters"] = dataclasses.asdict(count_parameters(model))
-    (tmp / ADAPTATION_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-    if processor is not None:
-        processor.check_compatible(clf.signal_contract)
-        processor.save_pretrained(tmp)
+    tmp = dst.with_name(dst.name + ".tmp-save")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if config.method == "full":
+            clf.save_pretrained(tmp)
+        elif config.method == "linear_probe":
+            clf.config.save_pretrained(tmp)
+            save_file({k: v.detach().contiguous().cpu() for k, v in clf.classifier.state_dict().items()}, str(tmp / HEAD_WEIGHTS_NAME))
+        else:
+            if not isinstance(model, PeftModel):
+                raise TypeError("method 'lora' expects the PeftModel returned by adapt()")
+            model.save_pretrained(tmp)
+            clf.config.save_pretrained(tmp)
+        meta = config.to_dict()
+        meta["backbone_name_or_path"] = clf.config.backbone_name_or_path
+        meta["trainable_parameters"] = dataclasses.asdict(count_parameters(model))
+        (tmp / ADAPTATION_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        if processor is not None:
+            processor.check_compatible(clf.signal_contract)
+            processor.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dst.exists():
-        import shutil
-
         old = dst.with_name(dst.name + ".old")
         if old.exists():
             shutil.rmtree(old)

@@ -88,6 +88,9 @@ class TrainingArgs:
     """``training:`` — the loop. Names and meanings as in ``transformers.TrainingArguments``."""
 
     learning_rate: float = 1e-3
+    head_learning_rate: float | None = None
+    """Learning rate of the new classification head (``null``: ``learning_rate``). A fresh head usually needs
+    a larger rate than LoRA matrices or pretrained weights."""
     weight_decay: float = 0.01
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64

@@ -75,6 +75,7 @@ def _setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
         sh.setFormatter(fmt)
         sh.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
         root.addHandler(sh)
+    root.propagate = False  # the CLI's root handler would print every line twice
 
 
 def _resolve_backbone(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> str:
@@ -238,12 +239,19 @@ def train(recipe: Recipe) -> dict[str, Any]:
     params = count_parameters(model)
     logger.info("adaptation %s: %s", recipe.adaptation.method, params)
 
-    decay, no_decay = [], []
+    # Parameter groups: weight decay only on matrices; the fresh head may have its own learning rate.
+    head_lr = tr.head_learning_rate or tr.learning_rate
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            is_head = ".classifier." in f".{name}." and "lora_" not in name
+            decays = p.ndim >= 2 and "norm" not in name.lower()
+            groups.setdefault((is_head, decays), []).append(p)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": ps, "lr": head_lr if is_head else tr.learning_rate, "weight_decay": tr.weight_decay if decays else 0.0}
+            for (is_head, decays), ps in groups.items()
+        ],
         lr=tr.learning_rate,
     )
     steps_per_epoch = math.ceil(math.ceil(len(datasets["train"]) / (tr.per_device_train_batch_size * accelerator.num_processes))
@@ -271,7 +279,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         logger.info("resumed from %s at epoch %d, step %d", ckpt, progress.epoch, progress.global_step)
 
     # 5. loop
-    bar = tqdm(total=total_steps, initial=progress.global_step, desc="training", unit="step",
+    bar = tqdm(total=total_steps, initial=progress.global_step, desc="training", unit="step", mininterval=2.0,
                disable=not accelerator.is_local_main_process)
     t_loop, samples_at_start = time.time(), progress.samples_seen
     running, n_running = 0.0, 0
