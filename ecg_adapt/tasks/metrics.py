@@ -7,7 +7,6 @@ dropping empty classes) and how thresholds are tuned.
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -71,10 +70,11 @@ def multilabel_metrics(
     for c, name in enumerate(labels):
         per_auroc[name] = float(roc_auc_score(y_true[:, c], y_score[:, c])) if ok[c] else None
     thr = np.full(len(labels), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    pred = (y_score >= thr[None, :]).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        per_f1 = f1_score(y_true, pred, average=None, zero_division=0)
+    pred = y_score >= thr[None, :]
+    truth = y_true.astype(bool)
+    # Per-class F1 by counting (sklearn reads a one-column indicator matrix as a binary problem).
+    tp = (pred & truth).sum(axis=0)
+    per_f1 = 2 * tp / np.maximum(2 * tp + (pred & ~truth).sum(axis=0) + (~pred & truth).sum(axis=0), 1)
     result: dict[str, object] = {
         "n_samples": int(y_true.shape[0]),
         "macro_auroc": float(roc_auc_score(y_true[:, ok], y_score[:, ok], average="macro")) if ok.any() else None,

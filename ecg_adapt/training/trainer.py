@@ -237,7 +237,6 @@ def train(recipe: Recipe) -> dict[str, Any]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = adapt(model, recipe.adaptation)
     params = count_parameters(model)
-    logger.info("adaptation %s: %s", recipe.adaptation.method, params)
 
     # Parameter groups: weight decay only on matrices; the fresh head may have its own learning rate.
     head_lr = tr.head_learning_rate or tr.learning_rate
