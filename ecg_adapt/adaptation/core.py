@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +67,6 @@ class AdaptationConfig:
     lora_dropout: float = 0.1
     lora_target_modules: list[str] | None = None
     use_rslora: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

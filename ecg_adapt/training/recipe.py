@@ -186,7 +186,7 @@ def _suggest(name: str, known: list[str]) -> str:
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in fields]
     if unknown:
         k = unknown[0]
