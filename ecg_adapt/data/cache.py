@@ -73,9 +73,41 @@ class ECGCache:
         self.dataset = Dataset.from_file(str(self.path / DATA_FILE)).with_format("numpy")
         self.report: dict[str, Any] = json.loads((self.path / REPORT_FILE).read_text())
         self.row_record_ids = np.asarray(self.dataset.with_format(None)["record_id"])
+        self._views: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def _chunk_views(self, column: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Zero-copy numpy views of a fixed-shape column, one per Arrow record batch.
+
+        ``Dataset.__getitems__`` converts nested lists row by row (about 2,700 windows/s here); the values of
+        an ``Array2D`` column are one contiguous float buffer per batch inside the memory-mapped file, so a
+        reshape of that buffer gives the same numbers with no copy and no conversion.
+        """
+        if column not in self._views:
+            contract_shape = self.dataset.features[column].shape
+            starts, views = [], []
+            row = 0
+            for chunk in self.dataset.data.table.column(column).chunks:
+                storage = chunk.storage if hasattr(chunk, "storage") else chunk
+                values = storage.flatten().flatten().to_numpy(zero_copy_only=True)
+                views.append(values.reshape((len(storage),) + tuple(contract_shape)))
+                starts.append(row)
+                row += len(storage)
+            self._views[column] = (np.asarray(starts), views)
+        return self._views[column]
+
+    def take(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of a fixed-shape column (``input_values`` or ``attention_mask``) as one array."""
+        starts, views = self._chunk_views(column)
+        rows = np.asarray(rows)
+        which = np.searchsorted(starts, rows, side="right") - 1
+        out = np.empty((len(rows),) + views[0].shape[1:], dtype=views[0].dtype)
+        for c in np.unique(which):
+            sel = which == c
+            out[sel] = views[c][rows[sel] - starts[c]]
+        return out
 
     @property
     def skipped(self) -> list[dict[str, str]]:
@@ -196,7 +228,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Each item is a dict of ``input_values`` (the contract's input shape), ``attention_mask``, ``labels`` and
     ``record_index`` (position of the record in ``record_ids``, for aggregating window predictions).
-    Batched access (``__getitems__``) reads a whole batch from Arrow in one slice.
+    Batched access (``__getitems__``) gathers a whole batch from the memory-mapped Arrow buffers at once.
     """
 
     def __init__(self, cache: ECGCache, record_ids: list[Any], labels: np.ndarray, input_shape: tuple[int, ...]) -> None:
@@ -220,16 +252,11 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices)
         rows = self.rows[idx]
-        # Arrow slices are fastest for sorted rows; restore the requested order afterwards.
-        order = np.argsort(rows, kind="stable")
-        batch = self.cache.dataset[rows[order].tolist()]
-        inv = np.empty_like(order)
-        inv[order] = np.arange(len(order))
-        x = np.asarray(batch["input_values"])[inv].reshape((len(idx),) + self.input_shape)
-        m = np.asarray(batch["attention_mask"])[inv].reshape((len(idx),) + self.input_shape)
+        x = self.cache.take("input_values", rows).reshape((len(idx),) + self.input_shape)
+        m = self.cache.take("attention_mask", rows).reshape((len(idx),) + self.input_shape)
         rec = self.row_record[idx]
         return {
-            "input_values": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "input_values": torch.from_numpy(x),
             "attention_mask": torch.from_numpy(m.astype(np.int64)),
             "labels": torch.from_numpy(self.labels[rec]),
             "record_index": torch.from_numpy(rec.astype(np.int64)),
