@@ -37,8 +37,9 @@ def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:
 
 
 def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path) -> None:
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root)))
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, report_to=["tensorboard"])))
     run = tmp_path / "run"
+    assert list((run / "logs").rglob("events.out.tfevents*")), "accelerate tracker wrote nothing"
     for name in ("recipe.yaml", "metrics.json", "train.log", "model/adapter_model.safetensors",
                  "model/preprocessor_config.json", "model/config.json", "model/task.json"):
         assert (run / name).exists(), name
@@ -51,6 +52,7 @@ def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path
     assert again.training.learning_rate == 1e-3
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         train(Recipe.from_dict(_recipe(tmp_path, data_root)))
+    assert json.loads((run / "metrics.json").read_text()) == saved  # the finished run is left intact
 
 
 def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, data_root: Path) -> None:

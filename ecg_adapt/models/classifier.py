@@ -70,6 +70,10 @@ def masked_mean(hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.
 class ECGClassifier(PreTrainedModel):
     """Multi-label or multi-class classifier over an ECG backbone.
 
+    Pooling: a backbone that returns ``pooler_output`` (its original feature vector, computed with the
+    attention mask) is used as is; otherwise frames of ``last_hidden_state`` are averaged where the
+    backbone's ``frame_mask(attention_mask, n_frames)`` is set.
+
     Build one on a loaded backbone with :meth:`from_backbone`; reload a fully fine-tuned one with
     ``ECGClassifier.from_pretrained(dir)``, or any adapted one with :func:`ecg_adapt.load_adapted`.
 
@@ -163,10 +167,13 @@ class ECGClassifier(PreTrainedModel):
             attention_mask = None
         out = self.backbone(input_values, attention_mask=attention_mask)
         hidden = out.last_hidden_state
-        frame_mask = None
-        if attention_mask is not None:
-            frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
-        pooled = masked_mean(hidden, frame_mask)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            # The backbone has no pooling of its own (HuBERT-ECG): mean over the frames the mask keeps.
+            frame_mask = None
+            if attention_mask is not None:
+                frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
+            pooled = masked_mean(hidden, frame_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
