@@ -102,11 +102,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if preds else 1
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import FAMILIES, released_variants
+
+    rows = [v for v in released_variants() if not args.family or v["family"] == args.family]
+    if args.family and args.family not in FAMILIES:
+        print(f"ecg-adapt: error: unknown family {args.family!r}; known: {sorted(FAMILIES)}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for v in rows:
+        params = v.get("parameters")
+        params_s = f"{params / 1e6:.1f}M" if isinstance(params, (int, float)) else str(params)
+        print(f"{v['family']:<12} {v['name']:<28} {params_s:>8}  {v.get('licence', '?')}")
+        print(f"{'':<12} weights: {v.get('weights', '?')}  ({v.get('redistribution', '?')})")
+        print(f"{'':<12} input: {v.get('contract', '?')}\n")
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .models import get_family
 
     family = get_family(args.family)
-    report = family.convert(args.src, args.dst)
+    report = family.convert(args.src, args.dst, allow_pickle=args.allow_pickle)
     print(f"converted {args.src} -> {args.dst}: {report.summary()}")
     return 0
 
@@ -146,7 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--family", required=True, help="backbone family (e.g. hubert_ecg)")
     c.add_argument("src", help="the original release (folder or checkpoint file)")
     c.add_argument("dst", help="output folder")
+    c.add_argument("--allow-pickle", action="store_true",
+                   help="allow reading pickled checkpoints (.pt/.pth) that hold Python objects besides tensors; "
+                        "only for files you trust (a restricted unpickler is used where possible)")
     c.set_defaults(func=_cmd_convert)
+
+    m = sub.add_parser("models", help="list the released pretrained variants ecg_adapt can load")
+    m.add_argument("--family", help="only this family")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=_cmd_models)
     return p
 
 

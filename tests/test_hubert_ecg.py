@@ -167,3 +167,48 @@ def test_released_masking_settings_do_not_corrupt_fine_tuning(golden: Path) -> N
 def test_auto_classes_know_the_family() -> None:
     cfg = AutoConfig.for_model("hubert_ecg", **TINY_HUBERT)
     assert isinstance(AutoModel.from_config(cfg), HubertECGModel)
+
+
+def test_legacy_pt_with_pickled_config_needs_explicit_acknowledgement(golden: Path, tmp_path: Path) -> None:
+    import sys
+    import types
+
+    g = golden / "hubert_ecg"
+    # Recreate the legacy container: a pickled HuBERTECGConfig object of the original code (a module that
+    # does not exist in ecg_adapt's environment) + a fine-tuned state dict with the hubert_ecg. prefix.
+    fake = types.ModuleType("hubert_ecg")
+
+    class HuBERTECGConfig:  # noqa: N801 - the original class name
+        pass
+
+    HuBERTECGConfig.__module__ = "hubert_ecg"
+    HuBERTECGConfig.__qualname__ = "HuBERTECGConfig"
+    fake.HuBERTECGConfig = HuBERTECGConfig
+    sys.modules["hubert_ecg"] = fake
+    try:
+        cfg = HuBERTECGConfig()
+        cfg.__dict__.update(json.loads((g / "checkpoint" / "config.json").read_text()))
+        sd = {"hubert_ecg." + k: v for k, v in load_file(str(g / "checkpoint" / "model.safetensors")).items()}
+        sd["classifier.weight"], sd["classifier.bias"] = torch.zeros(4, 64), torch.zeros(4)
+        torch.save({"model_config": cfg, "model_state_dict": sd, "finetuning_vocab_size": 4}, tmp_path / "ft.pt")
+    finally:
+        del sys.modules["hubert_ecg"]
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        load_original(tmp_path / "ft.pt")
+    model, report = load_original(tmp_path / "ft.pt", allow_pickle=True)
+    assert report.stripped_prefix == "hubert_ecg." and "classifier.weight" in report.dropped
+    assert model.config.hidden_size == 64 and model.config.num_attention_heads == 4
+    with torch.no_grad():
+        hidden = model(torch.from_numpy(np.load(g / "model_input.npy"))).last_hidden_state.numpy()
+    np.testing.assert_allclose(hidden, np.load(g / "hidden.npy"), **_meta(golden)["tolerance"]["hidden"])
+
+
+def test_released_variant_table_parameter_counts_match_the_configs() -> None:
+    from ecg_adapt.models import released_variants
+
+    rows = [v for v in released_variants() if v["family"] == "hubert_ecg"]
+    assert [v["name"] for v in rows] == ["hubert-ecg-small", "hubert-ecg-base", "hubert-ecg-large"]
+    for v in rows:
+        with torch.device("meta"):
+            model = HubertECGModel(HubertECGConfig(**v["config"], mask_time_prob=0.0))
+        assert sum(p.numel() for p in model.parameters()) == v["parameters"], v["name"]

@@ -3,7 +3,7 @@
 from . import hubert_ecg
 from .classifier import ECGClassifier, ECGClassifierConfig, ECGClassifierOutput
 from .conversion import CheckpointMismatchError, ConversionReport
-from .registry import FAMILIES, BackboneFamily, get_family, load_backbone, load_processor, register_family
+from .registry import FAMILIES, BackboneFamily, get_family, load_backbone, load_processor, register_family, released_variants
 
 register_family(
     BackboneFamily(
@@ -19,6 +19,7 @@ register_family(
         lora_rationale="attention q/k/v/out and FFN of every encoder layer; conv extractor frozen as in the original fine-tuning",
         convert=hubert_ecg.convert_hubert_ecg,
         description="HuBERT-ECG (Coppola et al. 2024), HuBERT on 12 concatenated leads at 100 Hz, 5 s",
+        released_variants=tuple(hubert_ecg.RELEASED_VARIANTS),
     )
 )
 
@@ -35,4 +36,5 @@ __all__ = [
     "load_backbone",
     "load_processor",
     "register_family",
+    "released_variants",
 ]

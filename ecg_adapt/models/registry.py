@@ -35,6 +35,9 @@ class BackboneFamily:
     lora_rationale: str
     convert: Callable[..., object]
     description: str
+    # Released weights: dicts with name, source, weights (where they live), licence, redistribution,
+    # parameters, contract (and optionally config: the kwargs that build that size).
+    released_variants: tuple[dict, ...] = ()
 
 
 FAMILIES: dict[str, BackboneFamily] = {}
@@ -48,6 +51,11 @@ def register_family(family: BackboneFamily) -> None:
     AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
     AutoModel.register(family.config_class, family.model_class, exist_ok=True)
     AutoFeatureExtractor.register(family.config_class, ECGProcessor, exist_ok=True)
+
+
+def released_variants() -> list[dict]:
+    """Every released variant of every registered family (``ecg-adapt models`` prints this)."""
+    return [dict(v, family=v.get("family", f.model_type)) for f in FAMILIES.values() for v in f.released_variants]
 
 
 def get_family(model_type: str) -> BackboneFamily:

@@ -57,6 +57,25 @@ RELEASED_SIZES: dict[str, dict[str, int]] = {
 }
 
 
+_HUBERT_SOURCE = "https://github.com/Edoar-do/HuBERT-ECG"
+# Parameter counts are of the backbone without the pretraining heads, computed from these configs
+# (tests/test_hubert_ecg.py recomputes them).
+RELEASED_VARIANTS: list[dict[str, Any]] = [
+    {
+        "name": f"hubert-ecg-{size}",
+        "family": "hubert_ecg",
+        "source": _HUBERT_SOURCE,
+        "weights": f"https://huggingface.co/Edoardo-BS/hubert-ecg-{size}",
+        "licence": "CC BY-NC 4.0 (code and weights; non-commercial use only)",
+        "redistribution": "link and convert (ecg_adapt does not re-host the weights)",
+        "parameters": params,
+        "config": dict(RELEASED_SIZES[size]),
+        "contract": HUBERT_ECG_CONTRACT.describe(),
+    }
+    for size, params in (("small", 30_209_152), ("base", 92_798_080), ("large", 187_643_776))
+]
+
+
 @strict
 class HubertECGConfig(HubertConfig):
     r"""Configuration of a HuBERT-ECG backbone.

@@ -6,7 +6,10 @@ Accepted sources:
   ``model_type: hubert_ecg`` and ``auto_map`` to remote code, ``model.safetensors``). The remote code is not
   needed and not run;
 * a bare state dict in safetensors (shapes are then read from the tensors, and the number of attention heads
-  from the released size table).
+  from the released size table);
+* the legacy ``hubert_ecg_{size}.pt`` files of ``Edoardo-BS/HuBERT-ECG`` and fine-tuned ``.pt`` files
+  (``torch.save`` dicts with ``model_config``, a pickled ``HuBERTECGConfig`` object, and
+  ``model_state_dict``). Reading them needs ``allow_pickle=True``: see :func:`read_legacy_checkpoint`.
 
 Keys are canonicalised (prefix ``hubert_ecg.`` of fine-tuned files stripped, ``weight_g/weight_v`` renamed to
 ``parametrizations.weight.original0/1``), the pretraining heads (``final_proj``, ``label_embedding``) and the
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +85,69 @@ def infer_config_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     return kwargs
 
 
-def load_original(src: str | Path) -> tuple[HubertECGModel, ConversionReport]:
+class _InertObject:
+    """Stands in for a pickled class that is not importable here; keeps only its attribute dict."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_InertObject":  # pickled functions become no-ops
+        return _InertObject()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles the original's config objects without importing the original code.
+
+    Tensors and plain containers load as usual (``torch`` and builtins are allowed); any other class
+    (``hubert_ecg.HuBERTECGConfig``, ``transformers`` configs, schedulers) becomes an :class:`_InertObject`
+    holding its attributes, so no code from the file is ever executed.
+    """
+
+    _ALLOWED_PREFIXES = ("torch", "collections", "numpy", "builtins", "_codecs")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in self._ALLOWED_PREFIXES:
+            return super().find_class(module, name)
+        return type(name, (_InertObject,), {"__module__": f"inert.{module}"})
+
+
+_restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=pickle.load, __name__="restricted_pickle")
+
+
+def read_legacy_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """Config kwargs and state dict of a legacy HuBERT-ECG ``.pt`` file.
+
+    The file pickles a ``HuBERTECGConfig`` object, which ``torch.load(weights_only=True)`` refuses. With
+    ``allow_pickle=True`` it is read with a restricted unpickler that turns unknown classes into inert
+    attribute bags (no code from the file runs).
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not allow_pickle:
+            raise ValueError(
+                f"{path} is a pickle holding Python objects besides tensors (the original HuBERTECGConfig). "
+                "Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle); ecg_adapt then uses a "
+                "restricted unpickler that runs no code from the file. Only do this for files you trust."
+            ) from e
+        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        cfg = obj.get("model_config")
+        cfg_dict = None
+        if cfg is not None:
+            cfg_dict = {k: v for k, v in vars(cfg).items() if not k.startswith("_")} if not isinstance(cfg, dict) else dict(cfg)
+        return cfg_dict, obj["model_state_dict"]
+    if isinstance(obj, dict) and all(torch.is_tensor(v) for v in obj.values()):
+        return None, obj
+    raise ValueError(f"{path}: not a HuBERT-ECG checkpoint (expected 'model_state_dict' or a bare state dict)")
+
+
+def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[HubertECGModel, ConversionReport]:
     """Load an original HuBERT-ECG release (folder or safetensors file) into :class:`HubertECGModel`.
 
     Raises:
@@ -97,17 +164,22 @@ def load_original(src: str | Path) -> tuple[HubertECGModel, ConversionReport]:
         config_dict = json.loads(config_path.read_text()) if config_path.exists() else None
     elif src.suffix == ".safetensors":
         weights, config_dict = src, None
+    elif src.suffix in (".pt", ".pth", ".bin"):
+        weights = None
+        config_dict, raw_legacy = read_legacy_checkpoint(src, allow_pickle=allow_pickle)
     else:
         raise ValueError(
-            f"Unsupported HuBERT-ECG source {src}: give the released Hugging Face folder or a .safetensors file"
+            f"Unsupported HuBERT-ECG source {src}: give the released Hugging Face folder, a .safetensors file "
+            "or a legacy .pt checkpoint"
         )
-    raw = load_file(str(weights))
+    raw = load_file(str(weights)) if weights is not None else raw_legacy
     state_dict, report = canonicalise_state_dict(raw)
     if config_dict is not None:
         model_type = config_dict.get("model_type")
         if model_type not in ("hubert_ecg", "hubert", None):
             raise ValueError(f"{src}/config.json has model_type {model_type!r}, not a HuBERT-ECG checkpoint")
-        kwargs = {k: v for k, v in config_dict.items() if k not in _NON_MODEL_FIELDS}
+        known = set(HubertECGConfig.__dataclass_fields__)
+        kwargs = {k: v for k, v in config_dict.items() if k not in _NON_MODEL_FIELDS and k in known}
     else:
         kwargs = infer_config_kwargs(state_dict)
     config = HubertECGConfig(**kwargs)
@@ -120,7 +192,7 @@ def load_original(src: str | Path) -> tuple[HubertECGModel, ConversionReport]:
     return model.eval(), report
 
 
-def convert_hubert_ecg(src: str | Path, dst: str | Path) -> ConversionReport:
+def convert_hubert_ecg(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> ConversionReport:
     """Convert an original HuBERT-ECG release to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``).
 
@@ -129,7 +201,7 @@ def convert_hubert_ecg(src: str | Path, dst: str | Path) -> ConversionReport:
     """
     from ...processing.processor import ECGProcessor
 
-    model, report = load_original(src)
+    model, report = load_original(src, allow_pickle=allow_pickle)
     dst = Path(dst)
     model.save_pretrained(dst)
     ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
