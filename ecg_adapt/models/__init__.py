@@ -23,6 +23,12 @@ register_family(
     )
 )
 
+# Families written as self-contained folders expose their own BackboneFamily.
+from . import ecg_jepa, ecgfounder, st_mem  # noqa: E402
+
+for _family in (ecgfounder, st_mem, ecg_jepa):
+    register_family(_family.FAMILY)
+
 __all__ = [
     "FAMILIES",
     "BackboneFamily",
@@ -32,6 +38,9 @@ __all__ = [
     "ECGClassifierConfig",
     "ECGClassifierOutput",
     "get_family",
+    "ecg_jepa",
+    "ecgfounder",
+    "st_mem",
     "hubert_ecg",
     "load_backbone",
     "load_processor",
