@@ -234,7 +234,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         classifier_dropout=recipe.model.classifier_dropout, backbone_layerdrop=recipe.model.layerdrop,
     )
     if tr.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = adapt(model, recipe.adaptation)
     params = count_parameters(model)
 
