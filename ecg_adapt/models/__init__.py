@@ -24,9 +24,9 @@ register_family(
 )
 
 # Families written as self-contained folders expose their own BackboneFamily.
-from . import ecg_jepa, ecgfounder, merl, st_mem  # noqa: E402
+from . import ecg_fm, ecg_jepa, ecgfounder, merl, st_mem  # noqa: E402
 
-for _family in (ecgfounder, st_mem, merl, ecg_jepa):
+for _family in (ecg_fm, ecgfounder, st_mem, merl, ecg_jepa):
     register_family(_family.FAMILY)
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "ECGClassifierConfig",
     "ECGClassifierOutput",
     "get_family",
+    "ecg_fm",
     "ecg_jepa",
     "ecgfounder",
     "st_mem",

@@ -124,7 +124,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "family": "st_mem",
         "source": _SOURCE_REPO,
         "source_also": "https://github.com/bakqui/ST-MEM",
-        "weights": None,
+        "weights": "none released (architecture defined in the original code only)",
         "checkpoint": "none: st_mem_vit_small is defined in the code but no weights were released",
         "licence": _LICENCE,
         "redistribution": "no weights released",

@@ -1,0 +1,53 @@
+"""Every registered family, the same way: registry entries, processors on a real record, CLI listing."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecg_adapt import read_wfdb
+from ecg_adapt.models import FAMILIES, released_variants
+from ecg_adapt.processing import ECGProcessor, SignalContract
+
+EXPECTED = {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa"}
+
+
+def test_all_families_are_registered_with_variants() -> None:
+    assert EXPECTED <= set(FAMILIES), sorted(EXPECTED - set(FAMILIES))
+    for v in released_variants():
+        for key in ("name", "family", "source", "weights", "licence", "redistribution", "parameters", "contract"):
+            assert v.get(key) not in (None, ""), (v.get("name"), key)
+    for name, fam in FAMILIES.items():
+        assert fam.released_variants, name
+        assert fam.lora_target_modules and fam.lora_rationale, name
+        assert "allow_pickle" in inspect.signature(fam.convert).parameters, name  # ecg-adapt convert --allow-pickle
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_family_processor_turns_a_real_record_into_the_contract_shape(family: str, samples: Path, tmp_path: Path) -> None:
+    if family not in FAMILIES:
+        pytest.skip(f"{family} not registered")
+    fam = FAMILIES[family]
+    contract = SignalContract.from_dict(fam.config_class().signal_contract)
+    processor = ECGProcessor(contract, fam.default_processor_steps())
+    processor.save_pretrained(tmp_path)  # steps are found again by name
+    processor = ECGProcessor.from_pretrained(tmp_path)
+    rec = read_wfdb(samples / "cinc2021" / "E07500")
+    out = processor.process(rec.signal, rec.sampling_rate, rec.lead_names, record_id="E07500")
+    assert out.input_values.shape[1:] == contract.input_shape
+    assert np.isfinite(out.input_values).all() and out.attention_mask.all()
+    # fewer leads than the contract: explicit choice, reported
+    two = processor.process(rec.signal[:2], rec.sampling_rate, rec.lead_names[:2], missing_leads="zero")
+    assert two.report.missing_leads == [lead for lead in contract.leads if lead not in ("I", "II")]
+
+
+def test_cli_lists_every_family() -> None:
+    out = subprocess.run([sys.executable, "-m", "ecg_adapt.cli", "models"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line and not line.startswith(" ")}
+    assert set(FAMILIES) == listed
