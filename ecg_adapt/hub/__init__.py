@@ -1,0 +1,30 @@
+"""Share adapted ECG models on the Hugging Face Hub and load them back.
+
+* :func:`push_to_hub` uploads a training run: the model folder's files (for LoRA and linear probes only what
+  was trained, never the backbone weights), ``metrics.json``, the resolved ``recipe.yaml`` and a model card
+  (:func:`build_model_card`) whose metadata carry the base model, its licence and the run's metrics.
+* :func:`prepare_push_folder` builds that folder locally (no network), e.g. to inspect it first.
+* :func:`from_hub` loads a pushed repository (or a local model/run folder) as a ready
+  :class:`~ecg_adapt.inference.Predictor`; the backbone is fetched from its recorded hub id, and
+  ``HF_HUB_OFFLINE=1`` works from the cache.
+
+Example:
+    >>> from ecg_adapt.hub import push_to_hub, from_hub
+    >>> push_to_hub("runs/demo", "me/ecg-lora", base_model="me/hubert-ecg-tiny")   # doctest: +SKIP
+    >>> predictor = from_hub("me/ecg-lora")                                        # doctest: +SKIP
+"""
+
+
+class HubError(RuntimeError):
+    """A push or a download that cannot be done; the message says why and what to do.
+
+    Defined before the submodules are imported: they raise it (``from . import HubError``).
+    """
+
+
+from .card import build_model_card, resolve_license
+from .load import from_hub
+from .push import preflight_push, prepare_push_folder, push_to_hub
+
+__all__ = ["HubError", "build_model_card", "from_hub", "preflight_push", "prepare_push_folder", "push_to_hub",
+           "resolve_license"]

@@ -1,0 +1,456 @@
+"""The model card (``README.md``) of a pushed run: Hub metadata plus what a user must know to use the model.
+
+Metadata (YAML, built with ``huggingface_hub.ModelCardData`` and read back with ``ModelCard`` to check it):
+``library_name: ecg_adapt``, ``base_model`` (+ ``base_model_relation``), ``license`` (inherited from the
+base model, never guessed), ``datasets``, ``tags`` (``ecg``, the backbone family, the adaptation method),
+``metrics`` and a ``model-index`` whose values are exactly the numbers of the run's ``metrics.json`` (test
+and validation splits).
+
+Body: intended use and a clinical-use disclaimer, the exact input contract
+(:meth:`~ecg_adapt.processing.SignalContract.describe`) and preprocessing steps, labels and decision
+thresholds, how to load it (Python and CLI), the training recipe, the trainable parameters, and the list
+of files in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..models.registry import released_variants
+from ..processing.contract import SignalContract
+
+LIBRARY_NAME = "ecg_adapt"
+CARD_NAME = "README.md"
+RUN_FILES = ("metrics.json", "recipe.yaml")  # run-level files pushed next to the model folder's files
+
+# Licence identifiers the Hub knows (https://huggingface.co/docs/hub/repositories-licenses), the common ones.
+HUB_LICENSES = frozenset({
+    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "cc0-1.0", "cc-by-2.0",
+    "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0",
+    "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0",
+    "cc-by-nc-sa-4.0", "gpl-2.0", "gpl-3.0", "lgpl-2.1", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "epl-2.0",
+    "odc-by", "odbl", "pddl", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "unlicense",
+    "other", "unknown",
+})
+
+FILE_DESCRIPTIONS = {
+    CARD_NAME: "this model card",
+    "config.json": "`ECGClassifierConfig`: labels (`id2label`), head, the backbone's config and its hub id",
+    "adaptation_config.json": "adaptation method, its hyper-parameters and the trainable parameter count",
+    "adapter_config.json": "peft `LoraConfig` (records the base model id)",
+    "adapter_model.safetensors": "LoRA matrices and the classification head (peft); no backbone weights",
+    "classifier.safetensors": "the linear head only; no backbone weights",
+    "model.safetensors": "the whole classifier: backbone and head weights",
+    "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
+    "task.json": "task, labels and the decision thresholds tuned on validation",
+    "metrics.json": "validation and test metrics of the training run",
+    "recipe.yaml": "the resolved training recipe (`ecg-adapt train recipe.yaml` reruns it)",
+}
+
+# metrics.json keys -> (Hub metric id, readable name). Scalars are macro averages over the labels.
+_SCALAR_METRICS = {
+    "macro_auroc": ("roc_auc", "macro AUROC"),
+    "macro_auprc": ("average_precision", "macro AUPRC"),
+    "macro_f1": ("f1", "macro F1 at the validation-tuned thresholds"),
+    "accuracy": ("accuracy", "accuracy"),
+}
+_PER_CLASS_METRICS = {
+    "per_class_auroc": ("roc_auc", "AUROC"),
+    "per_class_auprc": ("average_precision", "AUPRC"),
+    "per_class_f1": ("f1", "F1"),
+}
+SPLITS = ("test", "validation")
+
+_DISCLAIMER = (
+    "**Not a medical device.** This model has not been validated for clinical use and must not be used to "
+    "diagnose, treat or triage patients, nor to replace the reading of an ECG by a qualified clinician. Its "
+    "outputs are research predictions whose performance outside the evaluation data below is unknown."
+)
+
+
+# -- licence -----------------------------------------------------------------------------------------
+def hub_license_id(text: str) -> str:
+    """A licence as written in the registry (``"CC BY-NC 4.0 (code and weights; ...)"``) -> the Hub's id
+    (``"cc-by-nc-4.0"``); ids the Hub does not know come back as they are (slugified).
+
+    Example:
+        >>> hub_license_id("CC BY-NC 4.0 (code and weights; non-commercial use only)")
+        'cc-by-nc-4.0'
+    """
+    head = text.split("(")[0].strip().lower()
+    slug = re.sub(r"[\s_]+", "-", head)
+    slug = re.sub(r"^apache-license-", "apache-", slug)
+    return slug
+
+
+def registry_entry(base_model: str) -> dict[str, Any] | None:
+    """The released variant (``FAMILIES[...].released_variants``) whose weights live at ``base_model``."""
+    wanted = base_model.strip().lower().rstrip("/")
+    for v in released_variants():
+        ids = [v.get("hub_id") or ""]
+        weights = str(v.get("weights") or "")
+        if weights.startswith("https://huggingface.co/"):
+            ids.append(weights[len("https://huggingface.co/"):])
+        if wanted in {i.strip().lower().rstrip("/") for i in ids if i}:
+            return v
+    return None
+
+
+def resolve_license(base_model: str, backbone_config: dict[str, Any] | None = None,
+                    license: str | None = None) -> tuple[str, str]:
+    """The licence of a model adapted from ``base_model`` and where it came from.
+
+    Order: the base model's registry entry (an explicit ``license`` that contradicts it is an error), then
+    an explicit ``license``, then a ``license``/``licence`` field of the backbone config. Nothing found is an
+    error: a card never says "unknown" on its own.
+
+    Returns:
+        ``(hub licence id, human-readable source)``.
+    """
+    entry = registry_entry(base_model)
+    if entry is not None and entry.get("licence"):
+        inherited = hub_license_id(entry["licence"])
+        if license is not None and hub_license_id(license) != inherited:
+            raise ValueError(
+                f"license={license!r} contradicts the licence of the base model {base_model}: {entry['licence']} "
+                f"(ecg_adapt's registry). A model adapted from it carries that licence."
+            )
+        return inherited, f"inherited from the base model {base_model}: {entry['licence']}"
+    if license is not None:
+        return hub_license_id(license), "given by the publisher"
+    for key in ("license", "licence"):
+        value = (backbone_config or {}).get(key)
+        if value:
+            return hub_license_id(str(value)), f"inherited from the backbone config of {base_model}: {value}"
+    raise ValueError(
+        f"The licence of {base_model} is unknown to ecg_adapt (not a registered release, no licence in its "
+        f"config): pass license='<hub licence id>' (e.g. 'apache-2.0', 'cc-by-nc-4.0', or 'other'), the "
+        f"licence under which the base model's weights may be redistributed and adapted."
+    )
+
+
+# -- reading a run -----------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: not a complete ecg_adapt run folder")
+    return json.loads(path.read_text())
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_files(run_dir: str | os.PathLike) -> list[str]:
+    """The files a push of ``run_dir`` holds: the model folder's files (peft's generic ``README.md`` is
+    replaced by this card), ``metrics.json``, ``recipe.yaml`` and ``README.md``."""
+    model_dir = Path(run_dir) / "model"
+    names = {p.name for p in model_dir.iterdir() if p.is_file()} - {CARD_NAME}
+    return sorted(names | set(RUN_FILES) | {CARD_NAME})
+
+
+def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, dataset_name: str,
+                 dataset_config: str | None) -> tuple[list[EvalResult], list[str]]:
+    """``metrics.json`` -> Hub ``EvalResult``s (values copied as they are) and the list of values left out
+    because they are undefined (e.g. AUROC of a class with a single outcome on a split)."""
+    results: list[EvalResult] = []
+    undefined: list[str] = []
+    for split in SPLITS:
+        m = metrics.get(split)
+        if not isinstance(m, dict):
+            continue
+        common = {"task_type": "ecg-classification", "task_name": task_label, "dataset_type": dataset_type,
+                  "dataset_name": dataset_name, "dataset_config": dataset_config, "dataset_split": split}
+        for key, (metric_type, name) in _SCALAR_METRICS.items():
+            if key not in m:
+                continue
+            if _is_number(m[key]):
+                results.append(EvalResult(metric_type=metric_type, metric_value=m[key], metric_name=f"{split} {name}",
+                                          metric_config="macro" if key.startswith("macro") else None, **common))
+            else:
+                undefined.append(f"{split} {name}")
+        for key, (metric_type, name) in _PER_CLASS_METRICS.items():
+            for label, value in (m.get(key) or {}).items():
+                if _is_number(value):
+                    results.append(EvalResult(metric_type=metric_type, metric_value=value,
+                                              metric_name=f"{split} {name} {label}", metric_config=str(label), **common))
+                else:
+                    undefined.append(f"{split} {name} {label}")
+    return results, undefined
+
+
+# -- the card ------------------------------------------------------------------------------------------
+def build_model_card(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    base_model: str,
+    *,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    merged: bool = False,
+    files: Iterable[str] | None = None,
+) -> str:
+    """The ``README.md`` of a run pushed as ``repo_id``, adapted from the hub model ``base_model``.
+
+    Args:
+        run_dir: a training run folder (``model/``, ``metrics.json``, ``recipe.yaml``).
+        repo_id: where it is (or will be) on the Hub; used for the title and the loading snippet.
+        base_model: hub id of the backbone the adapter/weights belong to.
+        license: needed only when ecg_adapt cannot inherit it (see :func:`resolve_license`).
+        datasets: dataset names for the metadata; by default derived from the recipe (``ptb-xl``, or
+            ``synthetic-ptb-xl-layout`` for the synthetic demo data).
+        merged: the LoRA adapter was merged into the backbone (the repo holds a full model).
+        files: the repository's files (default: :func:`run_files`).
+
+    Raises:
+        ValueError: the licence is unknown, or the card does not survive ``huggingface_hub``'s own parsing.
+
+    Example:
+        >>> text = build_model_card("runs/demo", "me/ecg-lora", "Edoardo-BS/hubert-ecg-small")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    metrics = _read_json(run_dir / "metrics.json")
+    config = _read_json(model_dir / "config.json")
+    adaptation = _read_json(model_dir / "adaptation_config.json")
+    task_file = _read_json(model_dir / "task.json") if (model_dir / "task.json").exists() else {}
+    processor = _read_json(model_dir / "preprocessor_config.json") if (model_dir / "preprocessor_config.json").exists() else {}
+    adapter_cfg = _read_json(model_dir / "adapter_config.json") if (model_dir / "adapter_config.json").exists() else {}
+    recipe: dict[str, Any] = {}
+    if (run_dir / "recipe.yaml").exists():
+        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    files = sorted(set(files) if files is not None else run_files(run_dir))
+
+    backbone_config = config.get("backbone_config") or {}
+    family = backbone_config.get("model_type") or "unknown-family"
+    method = adaptation.get("method", "full")
+    license_id, license_source = resolve_license(base_model, backbone_config, license)
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    thresholds = task_file.get("thresholds") or {}
+    task = task_file.get("task") or {}
+    task_name = task.get("name") or metrics.get("task") or "classification"
+    problem_type = config.get("problem_type") or task.get("problem_type") or "multi_label_classification"
+
+    data = recipe.get("data") or {}
+    # The demo data: synthesised by the recipe (no path), or a folder written by make_synthetic_ptbxl.
+    synthetic = data.get("source", "ptbxl") == "ptbxl" and (
+        not data.get("path") or (Path(str(data["path"])) / "synthetic_manifest.json").exists())
+    if datasets is None:
+        datasets = ["synthetic-ptb-xl-layout"] if synthetic else ([str(data.get("source")).replace("ptbxl", "ptb-xl")]
+                                                                 if data.get("source") else [])
+    dataset_type = datasets[0] if datasets else "unknown"
+    source_name = {"ptbxl": "PTB-XL"}.get(data.get("source", ""), data.get("source") or "dataset")
+    dataset_name = f"synthetic {source_name}-layout records" if synthetic else source_name
+    task_config = task_name.split("/")[-1]
+    task_label = f"ECG {'multi-label' if problem_type == 'multi_label_classification' else 'multi-class'} classification ({task_name})"
+
+    results, undefined = eval_results(metrics, task_label, dataset_type, f"{dataset_name}, {task_config}", task_config)
+    model_name = repo_id.split("/")[-1]
+    tags = ["ecg", family, method] + (["merged"] if merged else []) + (["synthetic-data"] if synthetic else [])
+    relation = "finetune" if (method == "full" or merged) else "adapter"
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        base_model=base_model,
+        license=license_id if license_id in HUB_LICENSES else "other",
+        license_name=None if license_id in HUB_LICENSES else license_id,
+        datasets=datasets or None,
+        tags=tags,
+        metrics=sorted({r.metric_type for r in results}) or None,
+        model_name=model_name,
+        eval_results=results or None,
+        base_model_relation=relation,
+    )
+
+    contract = SignalContract.from_dict(backbone_config.get("signal_contract") or processor.get("signal_contract") or {})
+    body = _body(
+        repo_id=repo_id, base_model=base_model, family=family, method=method, merged=merged, labels=labels,
+        thresholds=thresholds, metrics=metrics, task_name=task_name, problem_type=problem_type, contract=contract,
+        processor=processor, adaptation=adaptation, adapter_cfg=adapter_cfg, recipe=recipe, synthetic=synthetic,
+        dataset_name=dataset_name, license_id=license_id, license_source=license_source, files=files,
+        undefined=undefined,
+    )
+    text = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
+    _check_card(text, card_data, results)
+    return text
+
+
+def _check_card(text: str, expected: ModelCardData, results: list[EvalResult]) -> None:
+    """Parse the card back with huggingface_hub and check nothing was lost or reshaped."""
+    card = ModelCard(text)  # raises ValueError on malformed metadata or model-index
+    data = card.data
+    for key in ("library_name", "base_model", "license", "datasets", "tags", "metrics"):
+        if getattr(data, key, None) != getattr(expected, key, None):
+            raise ValueError(f"model card metadata {key!r} did not survive parsing: "
+                             f"{getattr(data, key, None)!r} != {getattr(expected, key, None)!r}")
+    parsed = [(r.dataset_split, r.metric_type, r.metric_config, r.metric_value) for r in (data.eval_results or [])]
+    wanted = [(r.dataset_split, r.metric_type, r.metric_config, r.metric_value) for r in results]
+    if sorted(parsed, key=repr) != sorted(wanted, key=repr):
+        raise ValueError("model-index values did not survive parsing: the card would misreport metrics.json")
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}f}" if _is_number(v) else "n/a"
+
+
+def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bool, labels: list[str],
+          thresholds: dict[str, float], metrics: dict[str, Any], task_name: str, problem_type: str,
+          contract: SignalContract, processor: dict[str, Any], adaptation: dict[str, Any],
+          adapter_cfg: dict[str, Any], recipe: dict[str, Any], synthetic: bool, dataset_name: str,
+          license_id: str, license_source: str, files: list[str], undefined: list[str]) -> str:
+    multi_label = problem_type == "multi_label_classification"
+    method_text = {
+        "lora": "LoRA (peft) on the backbone + a new linear head",
+        "linear_probe": "linear probe: a new linear head on the frozen backbone",
+        "full": "full fine-tuning of the backbone and a new linear head",
+    }.get(method, method)
+    if merged:
+        method_text += ", **merged** into the backbone weights (this repository holds the whole classifier)"
+    needs_backbone = method in ("lora", "linear_probe") and not merged
+    test, val = metrics.get("test") or {}, metrics.get("validation") or {}
+    data = recipe.get("data") or {}
+    rec_model, rec_ad, rec_tr = recipe.get("model") or {}, recipe.get("adaptation") or {}, recipe.get("training") or {}
+
+    out: list[str] = [f"# {repo_id.split('/')[-1]}", ""]
+    out += [
+        (f"An ECG classifier for **{task_name}** ({len(labels)} labels, {'multi-label' if multi_label else 'multi-class'}), "
+         f"adapted from [`{base_model}`](https://huggingface.co/{base_model}) ({family}) with {method_text}, made with "
+         "`ecg_adapt`."),
+        "",
+        (f"Test macro AUROC **{_fmt(test.get('macro_auroc'))}** (validation {_fmt(val.get('macro_auroc'))})"
+         f"{' on **synthetic** records' if synthetic else ''}."),
+        "",
+    ]
+    if needs_backbone:
+        trained = "LoRA matrices and the head" if method == "lora" else "the head"
+        out += [(f"This repository holds only what was trained ({trained}); the backbone weights are loaded from "
+                 f"`{base_model}` and are not re-hosted here."), ""]
+
+    outputs = "probabilities for each label" if multi_label else "class probabilities"
+    out += [
+        "## Intended use", "",
+        ("Research on ECG classification: benchmarking adaptation methods, feature extraction, and reproducing the "
+         f"results below. Inputs are resting ECG records read with `wfdb` or any `ECGRecord`; outputs are per-record "
+         f"{outputs}."),
+        "", _DISCLAIMER, "",
+    ]
+    if synthetic:
+        out += [("**Trained and evaluated on synthetic data** (ecg_adapt's PTB-XL-layout generator), not on patient "
+                 "recordings: the metrics below describe the synthetic task only."), ""]
+
+    out += [
+        "## Input contract", "",
+        ("Records are converted to exactly the input the backbone was pretrained on by the processor saved here "
+         "(`preprocessor_config.json`):"),
+        "", contract.describe(), "",
+    ]
+    steps = processor.get("steps") or []
+    if steps:
+        described = [f"`{s.get('name')}`(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "name") + ")"
+                     for s in steps]
+        out += ["Preprocessing steps, in order: " + "; ".join(described) + ".", ""]
+    policy = processor.get("missing_leads", "error")
+    out += [(f"Leads are matched by name (any spelling of `aVR`, `MLII` as `II`, reordered as needed). Missing leads: "
+             f"`{policy}` by default (`missing_leads=\"zero\"` or `\"mask\"` to accept records with fewer leads; every "
+             f"prediction reports what was done). Longer records are cut into {contract.window_seconds:g} s windows "
+             "whose probabilities are averaged per record."), ""]
+
+    out += [
+        "## Labels and thresholds", "",
+        "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
+        "| label | threshold | test AUROC | validation AUROC |", "|---|---|---|---|",
+    ]
+    test_auroc, val_auroc = test.get("per_class_auroc") or {}, val.get("per_class_auroc") or {}
+    for label in labels:
+        out.append(f"| {label} | {_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
+                   f"| {_fmt(val_auroc.get(label))} |")
+    out.append("")
+
+    splits = "folds 1-8 train, 9 validation, 10 test" if data.get("source") == "ptbxl" else "the recipe's splits"
+    out += [
+        "## Evaluation", "",
+        (f"On {dataset_name} ({splits}); values are copied from `metrics.json` (also in this card's `model-index` "
+         "metadata)."),
+        "", "| metric | test | validation |", "|---|---|---|",
+    ]
+    for key, (_, name) in _SCALAR_METRICS.items():
+        if key in test or key in val:
+            out.append(f"| {name} | {_fmt(test.get(key))} | {_fmt(val.get(key))} |")
+    out += [f"| records | {test.get('n_samples', 'n/a')} | {val.get('n_samples', 'n/a')} |", ""]
+    if undefined:
+        out += ["Undefined on these splits (a class with a single outcome), left out of the metadata: "
+                + ", ".join(undefined) + ".", ""]
+
+    fetches = f"   # also fetches the backbone {base_model}" if needs_backbone else ""
+    out += [
+        "## How to use", "",
+        "```python",
+        "from ecg_adapt import read_wfdb",
+        "from ecg_adapt.hub import from_hub",
+        "",
+        f'predictor = from_hub("{repo_id}"){fetches}',
+        'prediction = predictor.predict([read_wfdb("path/to/record")])[0]',
+        "print(prediction.probabilities, prediction.predicted)",
+        "```", "",
+        "From the command line:", "",
+        "```bash",
+        f"ecg-adapt predict {repo_id} RECORD_OR_FOLDER ... [--missing-leads zero] [-o predictions.csv]",
+        "```", "",
+        ("Offline, after a first download: `HF_HUB_OFFLINE=1` loads both this repository and the backbone from the "
+         "Hugging Face cache."),
+        "",
+    ]
+
+    out += ["## Training", ""]
+    embedded = " (the recipe's embedded random-weight backbone, pushed as this id)" if recipe and not rec_model.get("model_name_or_path") else ""
+    out.append(f"- backbone: `{base_model}`{embedded}")
+    if method == "lora":
+        targets = adapter_cfg.get("target_modules") or rec_ad.get("lora_target_modules")
+        if isinstance(targets, list):
+            targets = ", ".join(sorted(targets))
+        out.append(f"- LoRA: r={adaptation.get('lora_r')}, alpha={adaptation.get('lora_alpha')}, "
+                   f"dropout={adaptation.get('lora_dropout')}, rsLoRA={adaptation.get('use_rslora')}, "
+                   f"targets: {targets}; head trained in full (`modules_to_save`)")
+    else:
+        out.append(f"- method: {method}")
+    if rec_tr:
+        max_steps = rec_tr.get("max_steps") or -1
+        length = f"max_steps {max_steps}" if max_steps > 0 else f"{rec_tr.get('num_train_epochs')} epochs"
+        out.append(f"- optimiser AdamW, learning rate {rec_tr.get('learning_rate')} (head "
+                   f"{rec_tr.get('head_learning_rate') or rec_tr.get('learning_rate')}), weight decay "
+                   f"{rec_tr.get('weight_decay')}, {rec_tr.get('lr_scheduler_type')} schedule, warm-up ratio "
+                   f"{rec_tr.get('warmup_ratio')}, {length}, batch {rec_tr.get('per_device_train_batch_size')} "
+                   f"per device x {rec_tr.get('gradient_accumulation_steps')} accumulation, seed {rec_tr.get('seed')}"
+                   f"{', bf16' if rec_tr.get('bf16') else ''}")
+    records = (metrics.get("data") or {}).get("records") or {}
+    out.append(f"- {metrics.get('global_step', 'n/a')} optimiser steps on {metrics.get('world_size', 1)} process(es), "
+               f"{metrics.get('train_seconds', 'n/a')} s; records: " + ", ".join(f"{k} {v}" for k, v in records.items()))
+    out += ["- the full resolved recipe is `recipe.yaml`", ""]
+
+    tp = adaptation.get("trainable_parameters") or {}
+    trainable = tp.get("trainable", metrics.get("trainable_parameters"))
+    total = tp.get("total", metrics.get("total_parameters"))
+    out += ["## Trainable parameters", ""]
+    if _is_number(trainable) and _is_number(total):
+        out.append(f"{int(trainable):,} trainable of {int(total):,} parameters ({100.0 * trainable / max(total, 1):.2f}%).")
+    else:
+        out.append("Not recorded.")
+    if merged:
+        out.append("The LoRA matrices were merged into the backbone for this upload: the repository holds the "
+                   "whole classifier (backbone and head weights).")
+    out.append("")
+
+    derived = " The merged weights are derived from the base model's weights and carry its licence." if merged else ""
+    out += ["## Licence", "", f"`{license_id}` — {license_source}.{derived}", ""]
+
+    out += ["## Files in this repository", ""]
+    out += [f"- `{name}`" + (f": {FILE_DESCRIPTIONS[name]}" if name in FILE_DESCRIPTIONS else "") for name in files]
+    out.append("")
+    return "\n".join(out)
