@@ -77,15 +77,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import Predictor, find_wfdb_records, read_records
+    from .hub import from_hub
+    from .inference import find_inputs, read_records
 
-    predictor = Predictor.from_pretrained(args.model, missing_leads=args.missing_leads, aggregation=args.aggregation)
-    records, bad = read_records(find_wfdb_records(args.paths))
+    predictor = from_hub(args.model, revision=args.revision, missing_leads=args.missing_leads, aggregation=args.aggregation)
+    leads = [x.strip() for x in args.leads.split(",")] if args.leads else None
+    records, bad = read_records(find_inputs(args.paths), args.sampling_rate, leads)
     for e in bad:
         print(f"skipped {e}", file=sys.stderr)
     preds = predictor.predict(records, batch_size=args.batch_size, progress=True, per_window=args.per_window)
+    contract = predictor.processor.contract
     for p in preds:
         print(f"{p.record_id}: {p.report}", file=sys.stderr)
+    print(f"model input: {contract.describe()}", file=sys.stderr)
     if args.output:
         out = Path(args.output)
         if out.suffix == ".json":
@@ -93,13 +97,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         else:
             with out.open("w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["record_id", "n_windows", "predicted", *predictor.labels])
+                w.writerow(["record_id", "window", "start_s", "n_windows", "predicted", *predictor.labels])
                 for p in preds:
-                    w.writerow([p.record_id, p.n_windows, ";".join(p.predicted), *(f"{p.probabilities[n]:.6f}" for n in predictor.labels)])
+                    w.writerow([p.record_id, "record", "", p.n_windows, ";".join(p.predicted),
+                                *(f"{p.probabilities[n]:.6f}" for n in predictor.labels)])
+                    for i, (start, wp) in enumerate(zip(p.window_starts_s, p.window_probabilities)):
+                        w.writerow([p.record_id, i, f"{start:.3f}", "", "", *(f"{wp[n]:.6f}" for n in predictor.labels)])
         print(f"wrote {len(preds)} predictions to {out}", file=sys.stderr)
     else:
         _print_predictions(preds)
     return 0 if preds else 1
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import prepare_push_folder, push_to_hub
+
+    if args.dry_run:
+        folder = prepare_push_folder(args.run_dir, args.base_model, args.merged, repo_id=args.repo_id,
+                                     license=args.license, output_dir=args.dry_run)
+        for f in sorted(Path(folder).rglob("*")):
+            if f.is_file():
+                print(f"{f.stat().st_size:>12,}  {f.relative_to(folder)}")
+        return 0
+    url = push_to_hub(args.run_dir, args.repo_id, base_model=args.base_model, private=args.private,
+                      revision=args.revision, commit_message=args.commit_message, merged=args.merged,
+                      license=args.license, overwrite=args.overwrite)
+    print(f"pushed {args.run_dir} -> {url}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -150,16 +174,34 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", help="section.key=value overrides")
     d.set_defaults(func=_cmd_demo)
 
-    r = sub.add_parser("predict", help="predict with a saved model on WFDB records or folders")
-    r.add_argument("model", help="folder written by training (<output_dir>/model)")
-    r.add_argument("paths", nargs="+", help="WFDB records (without extension, or the .hea) or folders")
-    r.add_argument("--output", "-o", help="write predictions to .csv or .json")
+    r = sub.add_parser("predict", help="predict with a saved model on WFDB / EDF / .npy inputs or folders",
+                       description="Long recordings are cut into the model's windows; window probabilities are "
+                                   "aggregated per record (and listed per window with --per-window).")
+    r.add_argument("model", help="hub id (namespace/name), run folder or model folder")
+    r.add_argument("paths", nargs="+", help="WFDB records (without extension, or the .hea), .edf, .npy, or folders")
+    r.add_argument("--revision", default=None, help="branch or commit of a hub model")
+    r.add_argument("--output", "-o", help="write predictions to .csv (one row per record, then per window) or .json")
     r.add_argument("--missing-leads", choices=["error", "zero", "mask"], default=None,
                    help="how to feed leads the model expects but a record lacks (default: the saved processor's choice)")
     r.add_argument("--aggregation", choices=["mean", "max"], default="mean", help="window-to-record aggregation")
+    r.add_argument("--sampling-rate", type=float, help="sampling rate of .npy inputs (Hz)")
+    r.add_argument("--leads", help="comma-separated lead names of .npy inputs, in row order (e.g. I,II,V1)")
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--per-window", action="store_true", help="also output every window's probabilities")
     r.set_defaults(func=_cmd_predict)
+
+    u = sub.add_parser("push", help="push a training run to the Hugging Face Hub (adapter, head, processor, card)")
+    u.add_argument("run_dir", help="the run's output_dir")
+    u.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
+    u.add_argument("--base-model", help="hub id of the backbone (required when the run used a local backbone folder)")
+    u.add_argument("--license", help="licence of the pushed model (default: the base model's)")
+    u.add_argument("--private", action="store_true")
+    u.add_argument("--revision", help="branch to push to (created if missing)")
+    u.add_argument("--merged", action="store_true", help="push a merged full model instead of the adapter")
+    u.add_argument("--overwrite", action="store_true", help="replace a repo whose content is not from ecg_adapt")
+    u.add_argument("--commit-message")
+    u.add_argument("--dry-run", metavar="FOLDER", help="write the folder that would be pushed, list it, push nothing")
+    u.set_defaults(func=_cmd_push)
 
     c = sub.add_parser("convert", help="convert an original release to an ecg_adapt folder")
     c.add_argument("--family", required=True, help="backbone family (e.g. hubert_ecg)")
@@ -185,11 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .hub import HubError
     from .training.recipe import RecipeError
 
     try:
         return args.func(args)
-    except (RecipeError, FileNotFoundError, FileExistsError) as e:
+    except (RecipeError, FileNotFoundError, FileExistsError, HubError) as e:
         print(f"ecg-adapt: error: {e}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,7 @@ class Prediction:
     n_windows: int
     report: str
     window_probabilities: list[dict[str, float]] = field(default_factory=list)
+    window_starts_s: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -98,7 +99,8 @@ class Predictor:
                 windows = [dict(zip(self.labels, map(float, w))) for w in window_probs[owner == j]] if per_window else []
                 out.append(Prediction(record_id=str(rec.record_id), probabilities=dict(zip(self.labels, map(float, pr))),
                                       predicted=predicted, n_windows=p.report.n_windows, report=p.report.summary(),
-                                      window_probabilities=windows))
+                                      window_probabilities=windows,
+                                      window_starts_s=list(p.report.window_starts_s) if per_window else []))
             bar.update(len(chunk))
         bar.close()
         return out
@@ -119,12 +121,58 @@ def find_wfdb_records(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_records(paths: Sequence[Path]) -> tuple[list[ECGRecord], list[RecordError]]:
-    """Read WFDB records; unreadable ones are returned as errors, not raised."""
+def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Every readable input under ``paths``: WFDB records (path without extension), ``.edf`` and ``.npy``
+    files; folders are searched recursively (sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(h.with_suffix("") for h in p.rglob("*.hea")))
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in (".edf", ".npy")))
+        elif p.suffix.lower() in (".edf", ".npy"):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} does not exist")
+            found.append(p)
+        else:
+            found.extend(find_wfdb_records([p]))
+    return found
+
+
+def read_input(path: Path, sampling_rate: float | None = None, lead_names: Sequence[str] | None = None) -> ECGRecord:
+    """Read one input: WFDB (via wfdb), EDF (via wfdb's EDF reader) or a ``(leads, time)`` ``.npy`` array in mV,
+    which needs ``sampling_rate`` and ``lead_names`` (a bare array does not say what it is)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if sampling_rate is None or not lead_names:
+            raise ValueError(f"{path}: a .npy array needs --sampling-rate and --leads (its rate and lead order)")
+        arr = np.load(path, allow_pickle=False)
+        if arr.ndim != 2 or arr.shape[0] != len(lead_names):
+            raise ValueError(f"{path}: expected a ({len(lead_names)}, time) array for leads {list(lead_names)}, got {arr.shape}")
+        return ECGRecord(arr.astype(np.float64), float(sampling_rate), list(lead_names), record_id=path.stem)
+    if suffix == ".edf":
+        import wfdb.io.convert.edf as edf
+
+        try:
+            rec = edf.read_edf(str(path))
+        except Exception as e:  # pyedflib-free reader: many error types for broken files
+            raise RecordError(path.stem, "unreadable", f"{type(e).__name__}: {e}") from e
+        units = [u.strip().lower() for u in rec.units]
+        scale = np.array([1e-3 if u in ("uv", "µv") else 1e3 if u == "v" else 1.0 for u in units])
+        if len(set(rec.fs if np.ndim(rec.fs) else [rec.fs])) != 1:
+            raise RecordError(path.stem, "bad_signal", "EDF signals with different sampling rates: select the ECG channels")
+        return ECGRecord(rec.p_signal.T * scale[:, None], float(rec.fs), list(rec.sig_name), record_id=path.stem)
+    return read_wfdb(path)
+
+
+def read_records(paths: Sequence[Path], sampling_rate: float | None = None,
+                 lead_names: Sequence[str] | None = None) -> tuple[list[ECGRecord], list[RecordError]]:
+    """Read inputs; unreadable ones are returned as errors, not raised."""
     ok, bad = [], []
     for p in paths:
         try:
-            ok.append(read_wfdb(p))
+            ok.append(read_input(Path(p), sampling_rate, lead_names))
         except RecordError as e:
             bad.append(e)
+        except ValueError as e:
+            bad.append(RecordError(Path(p).name, "bad_input", str(e)))
     return ok, bad

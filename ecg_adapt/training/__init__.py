@@ -1,10 +1,11 @@
 """Recipes and the accelerate training loop."""
 
-from .recipe import DataArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs
+from .recipe import DataArgs, HubArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs
 from .trainer import TrainProgress, evaluate, train
 
 __all__ = [
     "DataArgs",
+    "HubArgs",
     "ModelArgs",
     "OutputArgs",
     "Recipe",

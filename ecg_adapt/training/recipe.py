@@ -1,5 +1,5 @@
 """Recipes: one YAML file per experiment, with sections ``model``, ``adaptation``, ``data``, ``task``,
-``training`` and ``output``.
+``training``, ``output`` and (optional) ``hub``.
 
 Names follow ``transformers.TrainingArguments`` (``learning_rate``, ``per_device_train_batch_size``,
 ``num_train_epochs``, ``gradient_accumulation_steps`` ...) and peft (``lora_r``, ``lora_alpha`` ...) wherever
@@ -126,6 +126,25 @@ class OutputArgs:
 
 
 @dataclass
+class HubArgs:
+    """``hub:`` — push the finished run (names as in ``TrainingArguments``)."""
+
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private_repo: bool = False
+    hub_revision: str | None = None
+    base_model: str | None = None
+    """Hub id of the backbone, required when the run used a local backbone folder."""
+    license: str | None = None
+    merged: bool = False
+    """Push a merged full model instead of the adapter."""
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("hub.push_to_hub needs hub.hub_model_id")
+
+
+@dataclass
 class Recipe:
     """A whole recipe. Build with :meth:`from_yaml` (or :meth:`from_dict`); ``to_dict`` gives the resolved form."""
 
@@ -135,6 +154,7 @@ class Recipe:
     task: TaskArgs = field(default_factory=TaskArgs)
     training: TrainingArgs = field(default_factory=TrainingArgs)
     output: OutputArgs = field(default_factory=OutputArgs)
+    hub: HubArgs = field(default_factory=HubArgs)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":

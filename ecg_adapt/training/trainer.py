@@ -62,10 +62,12 @@ class TrainProgress:
         self.__dict__.update(state)
 
 
-def _setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
+def _setup_logging(accelerator: Accelerator, output_dir: Path) -> logging.Handler | None:
+    """Log to ``train.log`` (main process) and the console; returns the file handler to remove afterwards."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger("ecg_adapt")
     root.setLevel(logging.INFO)
+    fh = None
     if accelerator.is_main_process:
         fh = logging.FileHandler(output_dir / "train.log")
         fh.setFormatter(fmt)
@@ -76,6 +78,7 @@ def _setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
         sh.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
         root.addHandler(sh)
     root.propagate = False  # the CLI's root handler would print every line twice
+    return fh
 
 
 def _resolve_backbone(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> str:
@@ -162,7 +165,37 @@ def evaluate(
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Run a recipe end to end and return the metrics written to ``metrics.json``."""
+    """Run a recipe end to end and return the metrics written to ``metrics.json``.
+
+    With ``hub.push_to_hub`` the finished run is pushed at the end (main process); the run is complete on
+    disk before the push, so a failed push loses nothing and can be retried with ``ecg-adapt push``.
+    """
+    output_dir = Path(recipe.output.output_dir)
+    if recipe.hub.push_to_hub:
+        from ..hub import preflight_push
+
+        # Fail in seconds, not after training: token, repo id and a resolvable backbone id.
+        preflight_push(recipe.hub.hub_model_id, recipe.model.model_name_or_path or str(output_dir / "embedded_backbone"),
+                       recipe.hub.base_model)
+    handlers: list[logging.Handler] = []
+    try:
+        metrics = _train(recipe, handlers)
+    finally:
+        for h in handlers:
+            logging.getLogger("ecg_adapt").removeHandler(h)
+            h.close()
+    if recipe.hub.push_to_hub and metrics.get("_is_main_process"):
+        from ..hub import push_to_hub
+
+        h = recipe.hub
+        url = push_to_hub(output_dir, h.hub_model_id, base_model=h.base_model, private=h.hub_private_repo,
+                          revision=h.hub_revision, merged=h.merged, license=h.license)
+        logger.info("pushed %s to %s", output_dir, url)
+    metrics.pop("_is_main_process", None)
+    return metrics
+
+
+def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     t_start = time.time()
     tr = recipe.training
     output_dir = Path(recipe.output.output_dir)
@@ -189,7 +222,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
             )
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    _setup_logging(accelerator, output_dir)
+    fh = _setup_logging(accelerator, output_dir)
+    if fh is not None:
+        handlers.append(fh)
     set_seed(tr.seed)
     logger.info("distributed: %s, %d process(es), device %s, mixed precision %s", accelerator.distributed_type,
                 accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
@@ -382,6 +417,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     # Ranks must meet before end_training(): it tears the process group down (see shared reference, section 4).
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    metrics["_is_main_process"] = accelerator.is_main_process
     return metrics
 
 
