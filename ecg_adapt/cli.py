@@ -109,6 +109,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if preds else 1
 
 
+def _cmd_register(args: argparse.Namespace) -> int:
+    from .hub import register_to_mlflow
+
+    uri = register_to_mlflow(args.run_dir, args.name, tracking_uri=args.tracking_uri, alias=args.alias)
+    print(f"registered {args.run_dir} as {uri}")
+    return 0
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from .hub import prepare_push_folder, push_to_hub
 
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="predict with a saved model on WFDB / EDF / .npy inputs or folders",
                        description="Long recordings are cut into the model's windows; window probabilities are "
                                    "aggregated per record (and listed per window with --per-window).")
-    r.add_argument("model", help="hub id (namespace/name), run folder or model folder")
+    r.add_argument("model", help="hub id (namespace/name), run folder, model folder, or MLflow models:/NAME/VERSION")
     r.add_argument("paths", nargs="+", help="WFDB records (without extension, or the .hea), .edf, .npy, or folders")
     r.add_argument("--revision", default=None, help="branch or commit of a hub model")
     r.add_argument("--output", "-o", help="write predictions to .csv (one row per record, then per window) or .json")
@@ -202,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--commit-message")
     u.add_argument("--dry-run", metavar="FOLDER", help="write the folder that would be pushed, list it, push nothing")
     u.set_defaults(func=_cmd_push)
+
+    g = sub.add_parser("register", help="register a training run in an MLflow model registry (extra [mlflow])")
+    g.add_argument("run_dir", help="the run's output_dir")
+    g.add_argument("--name", required=True, help="registered model name")
+    g.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI), e.g. sqlite:///mlflow.db")
+    g.add_argument("--alias", help="alias to point at the new version (e.g. champion)")
+    g.set_defaults(func=_cmd_register)
 
     c = sub.add_parser("convert", help="convert an original release to an ecg_adapt folder")
     c.add_argument("--family", required=True, help="backbone family (e.g. hubert_ecg)")

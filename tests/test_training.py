@@ -101,3 +101,19 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path,
     assert ranks[0]["test_primary_metric"] == ranks[1]["test_primary_metric"]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and "MULTI_CPU" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecg_adapt.hub import HubError
+    from ecg_adapt.training.recipe import RecipeError
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login
+    recipe = _recipe(tmp_path, data_root)
+    recipe["hub"] = {"push_to_hub": True, "hub_model_id": "me/ecg-lora", "base_model": "me/hubert-ecg-tiny"}
+    with pytest.raises(HubError):
+        train(Recipe.from_dict(recipe))
+    assert not (tmp_path / "run").exists()  # nothing was trained or written
+    recipe["hub"] = {"push_to_hub": True}
+    with pytest.raises(RecipeError, match="hub.push_to_hub needs hub.hub_model_id"):
+        Recipe.from_dict(recipe)

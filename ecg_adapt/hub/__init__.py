@@ -6,7 +6,9 @@
 * :func:`prepare_push_folder` builds that folder locally (no network), e.g. to inspect it first.
 * :func:`from_hub` loads a pushed repository (or a local model/run folder) as a ready
   :class:`~ecg_adapt.inference.Predictor`; the backbone is fetched from its recorded hub id, and
-  ``HF_HUB_OFFLINE=1`` works from the cache.
+  ``HF_HUB_OFFLINE=1`` works from the cache; it also takes MLflow registry URIs (``models:/NAME/VERSION``).
+* :func:`register_to_mlflow` registers a run in an MLflow model registry (optional extra ``[mlflow]``), for
+  teams without a Hugging Face account.
 
 Example:
     >>> from ecg_adapt.hub import push_to_hub, from_hub
@@ -24,7 +26,8 @@ class HubError(RuntimeError):
 
 from .card import build_model_card, resolve_license
 from .load import from_hub
+from .mlflow_registry import download_from_mlflow, register_to_mlflow
 from .push import preflight_push, prepare_push_folder, push_to_hub
 
-__all__ = ["HubError", "build_model_card", "from_hub", "preflight_push", "prepare_push_folder", "push_to_hub",
-           "resolve_license"]
+__all__ = ["HubError", "build_model_card", "download_from_mlflow", "from_hub", "preflight_push",
+           "prepare_push_folder", "push_to_hub", "register_to_mlflow", "resolve_license"]

@@ -78,6 +78,11 @@ def from_hub(
         >>> predictor = from_hub("me/ecg-lora")                                  # doctest: +SKIP
         >>> predictor.predict([read_wfdb("records/HR06000")])[0].predicted       # doctest: +SKIP
     """
+    if str(repo_id_or_path).startswith("models:/"):  # an MLflow registry URI
+        from .mlflow_registry import download_from_mlflow
+
+        folder = download_from_mlflow(str(repo_id_or_path))
+        return Predictor.from_pretrained(folder, missing_leads=missing_leads, aggregation=aggregation)
     local = Path(repo_id_or_path).expanduser()
     if local.exists():
         if revision is not None:
