@@ -156,8 +156,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .models import get_family
 
+    import inspect
+
     family = get_family(args.family)
-    report = family.convert(args.src, args.dst, allow_pickle=args.allow_pickle)
+    kwargs = {"allow_pickle": args.allow_pickle}
+    if args.num_attention_heads is not None:
+        if "num_attention_heads" not in inspect.signature(family.convert).parameters:
+            print(f"ecg-adapt: error: the {args.family} converter reads the head count itself", file=sys.stderr)
+            return 2
+        kwargs["num_attention_heads"] = args.num_attention_heads
+    try:
+        report = family.convert(args.src, args.dst, **kwargs)
+    except ValueError as e:  # mismatched keys, unknown sizes, pickles without --allow-pickle: say why, no traceback
+        print(f"ecg-adapt: error: {e}", file=sys.stderr)
+        return 2
     print(f"converted {args.src} -> {args.dst}: {report.summary()}")
     return 0
 
@@ -225,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-pickle", action="store_true",
                    help="allow reading pickled checkpoints (.pt/.pth) that hold Python objects besides tensors; "
                         "only for files you trust (a restricted unpickler is used where possible)")
+    c.add_argument("--num-attention-heads", type=int, default=None,
+                   help="head count for checkpoints of a non-released width (tensors cannot tell it; ecg_jepa)")
     c.set_defaults(func=_cmd_convert)
 
     m = sub.add_parser("models", help="list the released pretrained variants ecg_adapt can load")
