@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..training.recipe import flatten_dict
 from . import HubError
 
 
@@ -23,16 +24,6 @@ def _mlflow() -> Any:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise HubError("MLflow is not installed: pip install 'ecg_adapt[mlflow]'") from e
     return mlflow
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def register_to_mlflow(run_dir: str | os.PathLike, name: str, tracking_uri: str | None = None,
@@ -67,7 +58,7 @@ def register_to_mlflow(run_dir: str | os.PathLike, name: str, tracking_uri: str 
         if recipe.exists():
             import yaml
 
-            params = _flatten(yaml.safe_load(recipe.read_text()) or {})
+            params = flatten_dict(yaml.safe_load(recipe.read_text()) or {})
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         source = mlflow.get_artifact_uri("model")

@@ -7,8 +7,11 @@ left over or missing is listed in the error, never skipped silently.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
@@ -97,3 +100,31 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: 
             lines.append(f"  shape mismatches ({len(shapes)}): {shapes}")
         raise CheckpointMismatchError("\n".join(lines))
     model.load_state_dict(dict(state_dict), strict=True)
+
+
+def save_converted(model: nn.Module, dst: str | os.PathLike, processor_steps: list) -> Path:
+    """Write a converted backbone and its processor to ``dst`` (``config.json``, ``model.safetensors``,
+    ``preprocessor_config.json``), atomically: into a temporary sibling folder, then renamed into place, so
+    an interrupted conversion never leaves a half-written model (an existing ``dst`` is replaced)."""
+    from ..processing.processor import ECGProcessor
+
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp-convert")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        model.save_pretrained(tmp)
+        ECGProcessor(model.config.signal_contract, processor_steps).save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dst)
+    return dst

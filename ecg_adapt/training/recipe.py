@@ -183,6 +183,17 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"seed": 1}}`` -> ``{"training.seed": 1}`` (for trackers and registries that take flat params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``section.key=value`` override (the value is parsed as YAML) to a recipe dict."""
     if "=" not in item:

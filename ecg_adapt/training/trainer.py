@@ -41,7 +41,7 @@ from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor, aggregate_windows
 from ..processing.steps import Window
 from ..tasks.task import ClassificationTask
-from .recipe import Recipe
+from .recipe import Recipe, flatten_dict
 
 logger = logging.getLogger("ecg_adapt.train")
 
@@ -300,7 +300,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     progress = TrainProgress()
     accelerator.register_for_checkpointing(progress)
     if tr.report_to:
-        accelerator.init_trackers("ecg_adapt", config={k: str(v) for k, v in _flatten(recipe.to_dict()).items()})
+        accelerator.init_trackers("ecg_adapt", config={k: str(v) for k, v in flatten_dict(recipe.to_dict()).items()})
 
     # 4. resume
     if resume:
@@ -420,12 +420,3 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     metrics["_is_main_process"] = accelerator.is_main_process
     return metrics
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out

@@ -36,8 +36,20 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ...processing.contract import STANDARD_12_LEADS, SignalContract
-from ..conversion import ConversionReport, canonical_weight_norm_keys, drop_keys, load_strict, strip_prefix
-from .configuration import ECG_FM_CONTRACT, RELEASED_ARCHITECTURE, ECGFMConfig, default_processor_steps
+from ..conversion import (
+    ConversionReport,
+    canonical_weight_norm_keys,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
+from .configuration import (
+    ECG_FM_CONTRACT,
+    RELEASED_ARCHITECTURE,
+    ECGFMConfig,
+    default_processor_steps,
+)
 from .modeling import ECGFMModel
 
 logger = logging.getLogger(__name__)
@@ -407,10 +419,6 @@ def convert_ecg_fm(src: str | Path, dst: str | Path, allow_pickle: bool = False)
     Example:
         >>> convert_ecg_fm("mimic_iv_ecg_physionet_pretrained.pt", "converted/ecg-fm")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report

@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import ConversionReport, drop_keys, load_strict, strip_prefix
+from ..conversion import (
+    ConversionReport,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
 from .configuration import (
     PRETRAINING_LEADS,
     RELEASED_SIZES,
@@ -197,10 +203,6 @@ def convert_ecg_jepa(
     Example:
         >>> convert_ecg_jepa("weights/multiblock_epoch100.pth", "converted/ecg-jepa-multiblock")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle, num_attention_heads=num_attention_heads, leads=leads)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report

@@ -38,8 +38,19 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import CheckpointMismatchError, ConversionReport, drop_keys, load_strict, strip_prefix
-from .configuration import RELEASED_ARCHITECTURE, ECGFounderConfig, default_processor_steps
+from ..conversion import (
+    CheckpointMismatchError,
+    ConversionReport,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
+from .configuration import (
+    RELEASED_ARCHITECTURE,
+    ECGFounderConfig,
+    default_processor_steps,
+)
 from .modeling import ECGFounderModel
 
 logger = logging.getLogger(__name__)
@@ -220,10 +231,6 @@ def convert_ecgfounder(
     Example:
         >>> convert_ecgfounder("12_lead_ECGFounder.pth", "converted/ecgfounder-12lead")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle, keep_pretrained_head=keep_pretrained_head)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import ConversionReport, canonical_weight_norm_keys, drop_keys, load_strict, strip_prefix
+from ..conversion import (
+    ConversionReport,
+    canonical_weight_norm_keys,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
 from .configuration import RELEASED_SIZES, HubertECGConfig, default_processor_steps
 from .modeling import HubertECGModel
 
@@ -199,10 +206,6 @@ def convert_hubert_ecg(src: str | Path, dst: str | Path, allow_pickle: bool = Fa
     Example:
         >>> convert_hubert_ecg("hubert-ecg-small", "converted/hubert-ecg-small")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report

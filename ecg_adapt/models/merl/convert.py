@@ -30,7 +30,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import ConversionReport, drop_keys, load_strict, strip_prefix
+from ..conversion import (
+    ConversionReport,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
 from .configuration import ORIGINAL_VIT_DIM_HEAD, MERLConfig, default_processor_steps
 from .modeling import MERLModel
 
@@ -187,10 +193,6 @@ def convert_merl(src: str | Path, dst: str | Path, allow_pickle: bool = False) -
     Example:
         >>> convert_merl("res18_best_encoder.pth", "converted/merl-resnet18")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report

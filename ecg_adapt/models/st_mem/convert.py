@@ -31,7 +31,13 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import ConversionReport, drop_keys, load_strict, strip_prefix
+from ..conversion import (
+    ConversionReport,
+    drop_keys,
+    load_strict,
+    save_converted,
+    strip_prefix,
+)
 from .configuration import RELEASED_SIZES, STMEMConfig, default_processor_steps
 from .modeling import STMEMModel
 
@@ -201,10 +207,6 @@ def convert_st_mem(src: str | Path, dst: str | Path, allow_pickle: bool = False)
     Example:
         >>> convert_st_mem("st_mem_vit_base_encoder.pth", "converted/st-mem-vit-b75")   # doctest: +SKIP
     """
-    from ...processing.processor import ECGProcessor
-
     model, report = load_original(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    model.save_pretrained(dst)
-    ECGProcessor(model.config.signal_contract, default_processor_steps()).save_pretrained(dst)
+    save_converted(model, dst, default_processor_steps())
     return report
