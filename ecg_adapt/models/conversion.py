@@ -7,15 +7,19 @@ left over or missing is listed in the error, never skipped silently.
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
@@ -128,3 +132,29 @@ def save_converted(model: nn.Module, dst: str | os.PathLike, processor_steps: li
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dst)
     return dst
+
+
+def torch_load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False, safe_globals: list | None = None) -> Any:
+    """``torch.load`` an original checkpoint without running code from it unless the caller acknowledged it.
+
+    ``torch.load(weights_only=True)`` is tried first (tensors, plain containers, numbers, plus any
+    ``safe_globals`` such as numpy scalar constructors). A file that needs arbitrary unpickling raises a
+    ``ValueError`` naming ``allow_pickle`` unless ``allow_pickle=True``; then it is read with
+    ``weights_only=False``, which can execute code stored in the file: only for files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals or [])):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not allow_pickle:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "see the chained error"
+            raise ValueError(
+                f"{path} holds Python objects besides tensors, so torch.load(weights_only=True) refuses it "
+                f"({first}). Unpickling such a file can run code stored in it: pass allow_pickle=True "
+                "(ecg-adapt convert --allow-pickle) only for a file you trust."
+            ) from e
+        logger.warning("Reading %s with torch.load(weights_only=False) (allow_pickle=True): trusted files only", path)
+        return torch.load(str(path), map_location="cpu", weights_only=False)

@@ -19,7 +19,6 @@ from the released size table (768 → 16 heads) or from ``num_attention_heads=``
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..conversion import (
     load_strict,
     save_converted,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import (
     PRETRAINING_LEADS,
@@ -57,19 +57,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
     A file that needs arbitrary unpickling (e.g. one that pickled an optimiser, an argparse ``Namespace`` or a
     model object) is refused unless ``allow_pickle=True``, because unpickling can run code from the file.
     """
-    path = Path(path)
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} holds Python objects besides tensors, and torch.load(weights_only=True) refuses them "
-                f"({str(e).splitlines()[0][:200]}). The ECG-JEPA release does not need this; if you trust the "
-                "file, pass allow_pickle=True (ecg-adapt convert --allow-pickle): it is then read with "
-                "torch.load(weights_only=False), which can execute code stored in the file."
-            ) from e
-        logger.warning("Reading %s with torch.load(weights_only=False) (allow_pickle=True)", path)
-        return torch.load(str(path), map_location="cpu", weights_only=False)
+    return torch_load_checkpoint(path, allow_pickle=allow_pickle)
 
 
 def extract_state_dict(obj: Any, report: ConversionReport) -> dict[str, torch.Tensor]:

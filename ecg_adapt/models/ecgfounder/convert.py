@@ -28,7 +28,6 @@ needs ``allow_pickle=True`` only when a file holds anything else.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +44,7 @@ from ..conversion import (
     load_strict,
     save_converted,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import (
     RELEASED_ARCHITECTURE,
@@ -78,19 +78,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_file(str(path)), []
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} is a pickle that holds Python objects other than tensors, numbers and numpy scalars "
-                f"({str(e).splitlines()[-1].strip() if str(e) else 'see the chained error'}). torch.load(weights_only=True) "
-                "refuses it because unpickling such objects can run arbitrary code. If you trust the file, pass "
-                "allow_pickle=True (ecg-adapt convert --allow-pickle) to read it with weights_only=False."
-            ) from e
-        logger.warning("Reading %s with weights_only=False (allow_pickle=True): only do this for trusted files", path)
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    obj = torch_load_checkpoint(path, allow_pickle=allow_pickle, safe_globals=_numpy_safe_globals())
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
             if isinstance(obj.get(key), Mapping) and obj[key] and all(torch.is_tensor(v) for v in obj[key].values()):

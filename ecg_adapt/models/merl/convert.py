@@ -21,7 +21,6 @@ norm, so there are no weight-norm keys to canonicalise.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..conversion import (
     load_strict,
     save_converted,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import ORIGINAL_VIT_DIM_HEAD, MERLConfig, default_processor_steps
 from .modeling import MERLModel
@@ -63,16 +63,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict[str, t
         raise FileNotFoundError(f"{path} is not a file: give the MERL *_encoder.pth or *_ckpt.pth file")
     if path.suffix == ".safetensors":
         return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} holds Python objects besides tensors, so torch.load(weights_only=True) refuses it "
-                f"({str(e).splitlines()[0]}). Loading it needs full unpickling, which can execute code stored in "
-                "the file: pass allow_pickle=True (ecg-adapt convert --allow-pickle) only if you trust the file."
-            ) from e
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    obj = torch_load_checkpoint(path, allow_pickle=allow_pickle)
     return _unwrap(obj, path)
 
 

@@ -23,7 +23,6 @@ from the released-size table, else from the original's fixed ``head_dim = 64``. 
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +36,7 @@ from ..conversion import (
     load_strict,
     save_converted,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import RELEASED_SIZES, STMEMConfig, default_processor_steps
 from .modeling import STMEMModel
@@ -69,18 +69,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict[str, A
     path = Path(path)
     if path.suffix == ".safetensors":
         return {"model": load_file(str(path))}
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} holds Python objects besides tensors and plain values, so torch.load(weights_only=True) "
-                f"refuses it ({str(e).splitlines()[0]}). Unpickling such a file can run arbitrary code: pass "
-                "allow_pickle=True (ecg-adapt convert --allow-pickle) only for a file you trust, e.g. one "
-                "downloaded from the authors' link."
-            ) from e
-        logger.warning("Reading %s with weights_only=False (allow_pickle=True): arbitrary unpickling", path)
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    obj = torch_load_checkpoint(path, allow_pickle=allow_pickle)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a dict (ST-MEM checkpoint or state dict), got {type(obj).__name__}")
     if "model" in obj and isinstance(obj["model"], Mapping):
