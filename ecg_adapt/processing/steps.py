@@ -11,7 +11,6 @@ call (taps, padding, zero-phase) that each original model used, which is what pa
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar, Literal
@@ -352,30 +351,3 @@ class Decimate(Step):
         state.fs = state.fs / self.q
         return state
 
-
-def output_fs(steps: list[Step], record_fs: float) -> float:
-    """The sampling rate a step list produces for a record sampled at ``record_fs``."""
-    fs = record_fs
-    for s in steps:
-        if isinstance(s, Resample):
-            fs = s.target_hz
-        elif isinstance(s, Decimate):
-            fs = fs / s.q
-    return fs
-
-
-def window_samples_after(steps: list[Step], record_fs: float) -> int | None:
-    """Samples per lead of one window at the end of ``steps`` (``None`` if there is no window step)."""
-    fs = record_fs
-    n: int | None = None
-    for s in steps:
-        if isinstance(s, Resample):
-            fs = s.target_hz
-        elif isinstance(s, Window):
-            n = int(round(s.seconds * fs))
-        elif isinstance(s, Decimate) and n is not None:
-            n = math.ceil(n / s.q)
-            fs = fs / s.q
-        elif isinstance(s, Decimate):
-            fs = fs / s.q
-    return n
