@@ -10,7 +10,7 @@ Quickstart::
     processor = load_processor("path/or/hub-id")
     task = PTBXL("/data/ptb-xl", sampling_rate=100).task("superdiagnostic")
     model = ECGClassifier.from_backbone(backbone, task.labels)
-    model = adapt(model, "lora", lora_r=8)                       # or "full" / "linear_probe"
+    model = adapt(model, "lora", r=8)                       # or "full" / "linear_probe"
 """
 
 from .adaptation import AdaptationConfig, adapt, count_parameters, load_adapted, save_adapted

@@ -46,7 +46,7 @@ def main() -> None:
     ptbxl = PTBXL(args.ptbxl or f"{args.output}/synthetic_ptbxl", sampling_rate=100)
     task = ptbxl.task("superdiagnostic")
     model = ECGClassifier.from_backbone(backbone, task.labels)
-    model = adapt(model, "lora", lora_r=8)                       # or "full" / "linear_probe"
+    model = adapt(model, "lora", r=8)                       # or "full" / "linear_probe"
     print(f"by hand: {task.name} {task.labels}; {model.adaptation_config.method}")
 
     # 3. Reload the trained adapter and predict one test record (windows averaged per record).

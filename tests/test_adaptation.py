@@ -36,7 +36,7 @@ def _changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> set[str
 
 
 def test_lora_step_changes_only_lora_and_head_parameters(tiny_backbone_dir: Path) -> None:
-    model = adapt(_classifier(tiny_backbone_dir), "lora", lora_r=8)
+    model = adapt(_classifier(tiny_backbone_dir), "lora", r=8)
     assert isinstance(model, PeftModel)
     before = _step(model)
     changed = _changed(model, before)
@@ -50,7 +50,7 @@ def test_lora_step_changes_only_lora_and_head_parameters(tiny_backbone_dir: Path
 
 
 def test_lora_adapter_roundtrip_gives_identical_logits(tiny_backbone_dir: Path, tmp_path: Path) -> None:
-    model = adapt(_classifier(tiny_backbone_dir), "lora", lora_r=8)
+    model = adapt(_classifier(tiny_backbone_dir), "lora", r=8)
     _step(model)
     _step(model, seed=1)
     processor = load_processor(tiny_backbone_dir)
@@ -95,7 +95,7 @@ def test_linear_probe_trains_only_the_head_and_saves_only_the_head(tiny_backbone
     model.train()
     assert not model.backbone.training and model.classifier.training  # frozen features stay deterministic
     save_adapted(model, tmp_path / "probe")
-    assert sorted(load_file(str(tmp_path / "probe" / "classifier.safetensors"))) == ["bias", "weight"]
+    assert sorted(load_file(str(tmp_path / "probe" / "adapter_model.safetensors"))) == ["classifier.bias", "classifier.weight"]
     assert not (tmp_path / "probe" / "model.safetensors").exists()
     x = torch.randn(2, 6000)
     with torch.no_grad():

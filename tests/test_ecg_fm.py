@@ -252,7 +252,7 @@ def test_lora_step_on_real_record_trains_only_adapters_and_head(g: Path, samples
     batch = ECGProcessor(backbone.config.signal_contract, default_processor_steps())(record)
     assert tuple(batch["input_values"].shape) == (2, 12, 2500)
     clf = ECGClassifier.from_backbone(backbone, ["a", "b", "c"])
-    model = adapt(clf, "lora", lora_r=4)
+    model = adapt(clf, "lora", r=4)
     wrapped = {n.split(".lora_A.")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
     assert len(wrapped) == 2 * len(FAMILY.lora_target_modules)  # every target in both layers, nothing else
     assert {w.rsplit(".", 1)[-1] for w in wrapped} == set(FAMILY.lora_target_modules)

@@ -325,7 +325,7 @@ def test_lora_step_on_real_record_trains_only_lora_and_head(golden: Path, sample
     assert tuple(batch["input_values"].shape) == (2, 8, 2500)
     torch.manual_seed(0)
     clf = ECGClassifier.from_backbone(backbone, ["a", "b", "c"])
-    model = adapt(clf, "lora", lora_r=4)
+    model = adapt(clf, "lora", r=4)
     assert isinstance(model, PeftModel)
     wrapped = sorted({n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if ".lora_A." in n})
     suffixes = sorted({n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in wrapped})

@@ -257,7 +257,7 @@ def test_lora_train_step_on_a_real_record(golden: Path, samples: Path) -> None:
     proc = ECGProcessor(backbone.config.signal_contract, default_processor_steps())
     batch = proc([read_wfdb(samples / "cinc2021" / name) for name in ("HR06001", "E07500")])
     clf = ECGClassifier.from_backbone(backbone, ["a", "b", "c"])
-    model = adapt(clf, "lora", lora_r=4)
+    model = adapt(clf, "lora", r=4)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
     assert len(wrapped) == 2 * 8 and all(n.endswith(("conv1.conv", "conv3.conv")) for n in wrapped)  # 8 blocks
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

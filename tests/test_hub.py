@@ -56,7 +56,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     data_root = make_synthetic_ptbxl(root / "synth", n_records=40, progress=False)
     train(Recipe.from_dict({
         "model": {"model_name_or_path": str(root / "tiny_hubert")},
-        "adaptation": {"method": "lora", "lora_r": 4},
+        "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(root / "cache"), "max_records_per_split": 8},
         "training": {"per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "max_steps": 2,
                      "learning_rate": 1e-2, "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1},

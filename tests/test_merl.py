@@ -301,7 +301,7 @@ def test_released_variant_parameter_counts_match_the_configs() -> None:
 
 
 def _lora_step(clf: ECGClassifier, batch: dict) -> tuple[torch.nn.Module, dict, dict, torch.Tensor]:
-    model = ecg_adapt.adapt(clf, "lora", lora_r=4)
+    model = ecg_adapt.adapt(clf, "lora", r=4)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -362,7 +362,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(golden: Path, sub: str)
     for checkpointing in (False, True):
         torch.manual_seed(0)
         clf = ECGClassifier.from_backbone(load_original(_ckpt(golden, sub))[0], ["a", "b"], classifier_dropout=0.0)
-        model = ecg_adapt.adapt(clf, "lora", lora_r=2, lora_dropout=0.0)
+        model = ecg_adapt.adapt(clf, "lora", r=2, dropout=0.0)
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             assert clf.backbone.gradient_checkpointing

@@ -79,9 +79,9 @@ def test_yaml_strings_like_1e_3_become_floats_and_wrong_types_are_named(tmp_path
 
 def test_command_line_overrides(tmp_path: Path) -> None:
     p = _write(tmp_path, "adaptation:\n  method: lora\n")
-    r = Recipe.from_yaml(p, ["adaptation.lora_r=16", "training.learning_rate=3e-4", "adaptation.lora_target_modules=[q_proj, v_proj]"])
-    assert r.adaptation.lora_r == 16 and r.training.learning_rate == 3e-4
-    assert r.adaptation.lora_target_modules == ["q_proj", "v_proj"]
+    r = Recipe.from_yaml(p, ["adaptation.r=16", "training.learning_rate=3e-4", "adaptation.target_modules=[q_proj, v_proj]"])
+    assert r.adaptation.r == 16 and r.training.learning_rate == 3e-4
+    assert r.adaptation.target_modules == ["q_proj", "v_proj"]
     with pytest.raises(RecipeError, match="section.key=value"):
         Recipe.from_yaml(p, ["lora_r16"])
 

@@ -24,13 +24,13 @@ def test_register_and_load_back_by_models_uri(tiny_backbone_dir: Path, tmp_path:
     run = tmp_path / "run"
     torch.manual_seed(0)
     clf = ECGClassifier.from_backbone(load_backbone(tiny_backbone_dir), ["NORM", "MI"])
-    model = adapt(clf, "lora", lora_r=4)
+    model = adapt(clf, "lora", r=4)
     for p in model.parameters():  # make the adapter non-trivial
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.05)
     save_adapted(model, run / "model", load_processor(tiny_backbone_dir))
     (run / "metrics.json").write_text(json.dumps({"test": {"macro_auroc": 0.75, "n_samples": 10}, "validation": {"macro_auroc": 0.8}}))
-    (run / "recipe.yaml").write_text("adaptation:\n  method: lora\n  lora_r: 4\n")
+    (run / "recipe.yaml").write_text("adaptation:\n  method: lora\n  r: 4\n")
 
     uri = register_to_mlflow(run, "ecg-test", alias="champion")
     assert uri == "models:/ecg-test/1"
@@ -38,7 +38,7 @@ def test_register_and_load_back_by_models_uri(tiny_backbone_dir: Path, tmp_path:
     client = mlflow.tracking.MlflowClient()
     version = client.get_model_version("ecg-test", "1")
     logged = client.get_run(version.run_id).data
-    assert logged.metrics["test_macro_auroc"] == 0.75 and logged.params["adaptation.lora_r"] == "4"
+    assert logged.metrics["test_macro_auroc"] == 0.75 and logged.params["adaptation.r"] == "4"
 
     record = ECGRecord(np.random.default_rng(0).normal(size=(12, 5000)) * 0.3, 500.0,
                        ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"], record_id="r")

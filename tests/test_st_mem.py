@@ -223,7 +223,7 @@ def test_lora_step_on_real_record_trains_only_adapters_and_head(golden: Path, sa
     torch.manual_seed(0)
     backbone = load_original(golden / "st_mem" / "encoder_tiny_random.pth")[0]
     clf = ECGClassifier.from_backbone(backbone, ["a", "b", "c"], classifier_dropout=0.0)
-    model = adapt(clf, "lora", lora_r=4, lora_dropout=0.0)
+    model = adapt(clf, "lora", r=4, dropout=0.0)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
     assert len(wrapped) == 4 * 2  # to_qkv, to_out.0, net.0, net.3 in both blocks
     assert {n.split(".")[-1] for n in wrapped} == {"to_qkv", "0", "3"}

@@ -27,7 +27,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:
     return {
         "model": {"embedded_backbone": dict(TINY_HUBERT)},
-        "adaptation": {"method": "lora", "lora_r": 4},
+        "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(tmp_path / "cache"), "max_records_per_split": 24},
         "task": {"name": "superdiagnostic"},
         "training": {"per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "num_train_epochs": 1,

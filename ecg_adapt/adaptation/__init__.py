@@ -1,23 +1,65 @@
-"""Adaptation methods behind one entry point (``adapt``), saved as data next to the weights."""
+"""Adaptation methods behind one entry point (``adapt``), saved as data next to the weights.
 
-from .core import (
-    ADAPTATION_CONFIG_NAME,
+``registered_methods()`` lists the implemented methods; ``ecg-adapt methods`` prints which apply to which
+backbone family, and why the others do not.
+"""
+
+import importlib
+
+from .config import (
     METHODS,
     AdaptationConfig,
+    MethodSpec,
+    UnsupportedAdaptationError,
+    get_method,
+    register_method,
+    registered_methods,
+)
+from .core import (
+    ADAPTATION_CONFIG_NAME,
     ParameterCount,
     adapt,
+    check_adaptation,
     count_parameters,
     load_adapted,
+    read_adaptation_config,
     save_adapted,
+    trained_state_dict,
 )
+from .layout import BackboneLayout, backbone_layout
+
+# Modules that register methods when imported (see config.register_method).
+_METHOD_MODULES = ("native", "peft_methods", "selective", "modules")
+
+
+def _load_methods() -> None:
+    for name in _METHOD_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+
+
+_load_methods()
 
 __all__ = [
     "ADAPTATION_CONFIG_NAME",
     "METHODS",
     "AdaptationConfig",
+    "BackboneLayout",
+    "MethodSpec",
     "ParameterCount",
+    "UnsupportedAdaptationError",
     "adapt",
+    "backbone_layout",
+    "check_adaptation",
     "count_parameters",
+    "get_method",
     "load_adapted",
+    "read_adaptation_config",
+    "register_method",
+    "registered_methods",
     "save_adapted",
+    "trained_state_dict",
 ]

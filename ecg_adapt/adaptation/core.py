@@ -1,15 +1,18 @@
 """One entry point for adaptation: ``adapt(model, AdaptationConfig(method=...))``.
 
-The method is data: an :class:`AdaptationConfig` saved as ``adaptation_config.json`` next to the weights, and
-:func:`save_adapted` writes only what the method trained:
+The method is data: an :class:`~ecg_adapt.adaptation.config.AdaptationConfig` saved as ``adaptation_config.json``
+next to the weights. :func:`save_adapted` writes only what the method trained, in peft's saved form (a config
+JSON plus ``adapter_model.safetensors`` holding only the trained weights, the base model recorded):
 
-================  ======================================================================================
-method            what is trained / what is saved
-================  ======================================================================================
-``full``          every parameter / the whole classifier (``model.safetensors``)
-``linear_probe``  the head only, backbone frozen and kept in eval mode / ``classifier.safetensors``
-``lora``          peft LoRA matrices + the head (``modules_to_save``) / peft's ``adapter_model.safetensors``
-================  ======================================================================================
+=============  ======================================================================================
+kind           what is saved
+=============  ======================================================================================
+``full``       the whole classifier (``model.safetensors``)
+native         the trained parameters only (``adapter_model.safetensors``): ``linear_probe``, ``partial``,
+               ``bitfit``, ``norm_tuning``
+peft           peft's adapter files (``adapter_config.json``, ``adapter_model.safetensors``), head included
+module         ecg_adapt's adapter files in the same form (bottleneck adapters, prompts)
+=============  ======================================================================================
 
 Every save also writes the classifier's ``config.json`` (labels, head, backbone id) and the processor's
 ``preprocessor_config.json``, so :func:`load_adapted` can rebuild the model from the folder alone (plus the
@@ -25,64 +28,22 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models.classifier import ECGClassifier, ECGClassifierConfig
-from ..models.registry import get_family, load_backbone
+from ..models.registry import load_backbone
 from ..processing.processor import ECGProcessor
+from .config import METHODS, AdaptationConfig, UnsupportedAdaptationError, get_method
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["full", "linear_probe", "lora"]
-METHODS: tuple[str, ...] = ("full", "linear_probe", "lora")
 ADAPTATION_CONFIG_NAME = "adaptation_config.json"
-HEAD_WEIGHTS_NAME = "classifier.safetensors"
-HEAD_MODULE = "classifier"
-
-
-@dataclass
-class AdaptationConfig:
-    """How to adapt a backbone. Field names follow peft's ``LoraConfig`` where the concept exists there.
-
-    Attributes:
-        method: ``"full"``, ``"linear_probe"`` or ``"lora"``.
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout (``r``, ``lora_alpha``,
-            ``lora_dropout`` in peft).
-        lora_target_modules: module-name suffixes to wrap; ``None`` takes the backbone family's default.
-        use_rslora: rank-stabilised scaling ``alpha/sqrt(r)`` instead of ``alpha/r``.
-
-    Example:
-        >>> AdaptationConfig(method="lora", lora_r=8).method
-        'lora'
-    """
-
-    method: Method = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None
-    use_rslora: bool = False
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown adaptation method {self.method!r}; available: {list(METHODS)}")
-        if self.method == "lora" and self.lora_r < 1:
-            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AdaptationConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known - {"ecg_adapt_version", "backbone_name_or_path", "trainable_parameters"}
-        if unknown:
-            raise ValueError(f"Unknown adaptation fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+TRAINED_WEIGHTS_NAME = "adapter_model.safetensors"
+LEGACY_HEAD_WEIGHTS_NAME = "classifier.safetensors"  # linear-probe folders written before 0.2
 
 
 @dataclass
@@ -115,61 +76,58 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
 
 def _classifier_of(model: nn.Module) -> ECGClassifier:
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not isinstance(base, ECGClassifier):
-        raise TypeError(f"adapt() expects an ECGClassifier (or a peft model of one), got {type(base).__name__}")
+        raise TypeError(f"adapt() expects an ECGClassifier (or an adapted model of one), got {type(base).__name__}")
     return base
+
+
+def check_adaptation(model: ECGClassifier, config: AdaptationConfig | str, **kwargs: Any) -> None:
+    """Raise :class:`UnsupportedAdaptationError` (saying why) if ``config`` cannot adapt this backbone."""
+    config = _as_config(config, kwargs)
+    get_method(config.method).check(_classifier_of(model), config)
+
+
+def _as_config(config: AdaptationConfig | str | None, kwargs: dict[str, Any]) -> AdaptationConfig:
+    if config is None or isinstance(config, str):
+        method = config or kwargs.pop("method", "lora")
+        return AdaptationConfig.from_dict({"method": method, **kwargs})
+    if kwargs:
+        return dataclasses.replace(config, **AdaptationConfig.from_dict({**config.to_dict(), **kwargs}).to_dict())
+    return config
 
 
 def adapt(model: ECGClassifier, config: AdaptationConfig | str | None = None, **kwargs: Any) -> nn.Module:
     """Apply an adaptation method to a classifier and log its trainable parameters.
 
     ``config`` may be an :class:`AdaptationConfig`, a method name (with ``AdaptationConfig`` fields as
-    keyword arguments), or ``None`` for LoRA with the family defaults. Returns the model to train: the same
-    object for ``full`` and ``linear_probe``, a ``peft.PeftModel`` for ``lora``.
+    keyword arguments), or ``None`` for LoRA with the family defaults. The (method, backbone) pair is checked
+    first: an unsupported pair raises :class:`UnsupportedAdaptationError` saying why, before anything is
+    changed. Returns the model to train: the classifier itself for native methods (``full``,
+    ``linear_probe``, ``partial``, ``bitfit``, ``norm_tuning``), a ``peft.PeftModel`` for peft methods, an
+    :class:`~ecg_adapt.adaptation.modules.AdaptedModel` for bottleneck adapters and prompts.
 
     Example:
-        >>> model = adapt(classifier, "lora", lora_r=8)   # doctest: +SKIP
+        >>> model = adapt(classifier, "lora", r=8)   # doctest: +SKIP
         trainable params: 12,345 || all params: 30,221,497 || trainable%: 0.0408
     """
-    if config is None or isinstance(config, str):
-        method = config or kwargs.pop("method", "lora")
-        config = AdaptationConfig(method=method, **kwargs)
-    elif kwargs:
-        config = dataclasses.replace(config, **kwargs)
+    config = _as_config(config, kwargs)
     clf = _classifier_of(model)
-    if isinstance(model, PeftModel):
-        raise ValueError("This model already carries a peft adapter; adapt the plain ECGClassifier")
-    family = get_family(clf.backbone.config.model_type)
-
-    if config.method == "full":
-        clf.requires_grad_(True)
-        clf.freeze_backbone_in_train = False
-        out: nn.Module = clf
-    elif config.method == "linear_probe":
-        clf.requires_grad_(False)
-        clf.classifier.requires_grad_(True)
-        # A probe reads fixed features: the frozen backbone also stays in eval mode (no dropout).
-        clf.freeze_backbone_in_train = True
-        out = clf
-    else:  # lora
-        targets = list(config.lora_target_modules or family.lora_target_modules)
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=targets,
-            modules_to_save=[HEAD_MODULE],
-            use_rslora=config.use_rslora,
-            bias="none",
-        )
-        # peft records base_model_name_or_path from the model's name_or_path.
-        clf.name_or_path = clf.config.backbone_name_or_path or ""
-        clf.freeze_backbone_in_train = False
-        out = get_peft_model(clf, lora)
+    if model is not clf:
+        raise ValueError("This model already carries an adapter; adapt the plain ECGClassifier "
+                         "(to add a second adapter, use the wrapper's add_adapter/load_adapter)")
+    spec = get_method(config.method)
+    spec.check(clf, config)
+    out = spec.apply(clf, config)
     out.adaptation_config = config  # type: ignore[attr-defined]
     logger.info("adaptation %s: %s", config.method, count_parameters(out))
     return out
+
+
+def trained_state_dict(model: nn.Module) -> dict[str, Any]:
+    """The trainable parameters of a natively adapted classifier, by name (what ``save_adapted`` stores)."""
+    clf = _classifier_of(model)
+    return {n: p.detach().contiguous().cpu() for n, p in clf.named_parameters() if p.requires_grad}
 
 
 def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor: ECGProcessor | None = None) -> Path:
@@ -179,9 +137,10 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     leaves a half-written model behind.
     """
     config: AdaptationConfig = getattr(model, "adaptation_config", None) or AdaptationConfig(method="full")
+    spec = get_method(config.method)
     clf = _classifier_of(model)
     dst = Path(save_directory)
-    if config.method in ("linear_probe", "lora") and not clf.config.backbone_name_or_path:
+    if config.method != "full" and not clf.config.backbone_name_or_path:
         raise ValueError(
             f"{config.method} saves only the trained weights, so the backbone must be reloadable: "
             "load it with load_backbone(path_or_hub_id) (or save it and set config.backbone_name_or_path)"
@@ -193,15 +152,16 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     try:
         if config.method == "full":
             clf.save_pretrained(tmp)
-        elif config.method == "linear_probe":
+        elif spec.kind == "native":
             clf.config.save_pretrained(tmp)
-            save_file({k: v.detach().contiguous().cpu() for k, v in clf.classifier.state_dict().items()}, str(tmp / HEAD_WEIGHTS_NAME))
+            save_file(trained_state_dict(model), str(tmp / TRAINED_WEIGHTS_NAME))
         else:
-            if not isinstance(model, PeftModel):
-                raise TypeError("method 'lora' expects the PeftModel returned by adapt()")
+            if not hasattr(model, "save_pretrained") or model is clf:
+                raise TypeError(f"method {config.method!r} expects the model returned by adapt()")
             model.save_pretrained(tmp)
             clf.config.save_pretrained(tmp)
         meta = config.to_dict()
+        meta["kind"] = spec.kind
         meta["backbone_name_or_path"] = clf.config.backbone_name_or_path
         meta["trainable_parameters"] = dataclasses.asdict(count_parameters(model))
         (tmp / ADAPTATION_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
@@ -223,6 +183,14 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     return dst
 
 
+def read_adaptation_config(path: str | os.PathLike) -> AdaptationConfig:
+    """The :class:`AdaptationConfig` saved in a folder written by :func:`save_adapted`."""
+    meta_path = Path(path) / ADAPTATION_CONFIG_NAME
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{path} has no {ADAPTATION_CONFIG_NAME}: not a folder written by save_adapted()")
+    return AdaptationConfig.from_dict(json.loads(meta_path.read_text()))
+
+
 def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = None, is_trainable: bool = False) -> nn.Module:
     """Rebuild an adapted model saved by :func:`save_adapted` (eval mode unless ``is_trainable``).
 
@@ -230,10 +198,8 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
     a hub backbone).
     """
     path = Path(path)
-    meta_path = path / ADAPTATION_CONFIG_NAME
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{path} has no {ADAPTATION_CONFIG_NAME}: not a folder written by save_adapted()")
-    config = AdaptationConfig.from_dict(json.loads(meta_path.read_text()))
+    config = read_adaptation_config(path)
+    spec = get_method(config.method)
     if config.method == "full":
         model: nn.Module = ECGClassifier.from_pretrained(str(path))
     else:
@@ -243,14 +209,48 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
             raise ValueError(f"{path} does not record its backbone; pass backbone_name_or_path=")
         backbone = load_backbone(source)
         clf = ECGClassifier(clf_config, backbone=backbone)
-        if config.method == "linear_probe":
-            head = load_file(str(path / HEAD_WEIGHTS_NAME))
-            clf.classifier.load_state_dict(head, strict=True)
-            model = clf
-        else:
-            clf.name_or_path = source
+        clf.name_or_path = source
+        if spec.kind == "native":
+            model = spec.apply(clf, config)
+            weights_file = path / TRAINED_WEIGHTS_NAME
+            if not weights_file.exists() and (path / LEGACY_HEAD_WEIGHTS_NAME).exists():
+                state = {f"classifier.{k}": v for k, v in load_file(str(path / LEGACY_HEAD_WEIGHTS_NAME)).items()}
+            else:
+                state = load_file(str(weights_file))
+            expected = set(trained_state_dict(model))
+            if set(state) != expected:
+                raise ValueError(
+                    f"{weights_file} does not match method {config.method!r} on this backbone: "
+                    f"missing {sorted(expected - set(state))[:10]}, unexpected {sorted(set(state) - expected)[:10]}"
+                )
+            missing = clf.load_state_dict(state, strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"{weights_file}: unexpected keys {missing.unexpected_keys[:10]}")
+        elif spec.kind == "peft":
             model = PeftModel.from_pretrained(clf, str(path), is_trainable=is_trainable)
+        else:
+            if spec.load is None:
+                raise UnsupportedAdaptationError(f"method {config.method!r} has no loader")
+            model = spec.load(clf, config, str(path), is_trainable)
     model.adaptation_config = config  # type: ignore[attr-defined]
     if not is_trainable:
         model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
     return model
+
+
+__all__ = [
+    "ADAPTATION_CONFIG_NAME",
+    "METHODS",
+    "AdaptationConfig",
+    "ParameterCount",
+    "UnsupportedAdaptationError",
+    "adapt",
+    "check_adaptation",
+    "count_parameters",
+    "load_adapted",
+    "read_adaptation_config",
+    "save_adapted",
+    "trained_state_dict",
+]

@@ -46,9 +46,9 @@ FILE_DESCRIPTIONS = {
     CARD_NAME: "this model card",
     "config.json": "`ECGClassifierConfig`: labels (`id2label`), head, the backbone's config and its hub id",
     "adaptation_config.json": "adaptation method, its hyper-parameters and the trainable parameter count",
-    "adapter_config.json": "peft `LoraConfig` (records the base model id)",
-    "adapter_model.safetensors": "LoRA matrices and the classification head (peft); no backbone weights",
-    "classifier.safetensors": "the linear head only; no backbone weights",
+    "adapter_config.json": "the adapter's config (peft's, or ecg_adapt's in the same form); records the base model id",
+    "adapter_model.safetensors": "only the trained weights (adapter and head; the trained blocks for `partial`)",
+    "classifier.safetensors": "the linear head only (linear probes saved before ecg_adapt 0.2); no backbone weights",
     "model.safetensors": "the whole classifier: backbone and head weights",
     "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
     "task.json": "task, labels and the decision thresholds tuned on validation",
@@ -412,11 +412,12 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
     embedded = " (the recipe's embedded random-weight backbone, pushed as this id)" if recipe and not rec_model.get("model_name_or_path") else ""
     out.append(f"- backbone: `{base_model}`{embedded}")
     if method == "lora":
-        targets = adapter_cfg.get("target_modules") or rec_ad.get("lora_target_modules")
+        targets = adapter_cfg.get("target_modules") or rec_ad.get("target_modules")
         if isinstance(targets, list):
             targets = ", ".join(sorted(targets))
-        out.append(f"- LoRA: r={adaptation.get('lora_r')}, alpha={adaptation.get('lora_alpha')}, "
-                   f"dropout={adaptation.get('lora_dropout')}, rsLoRA={adaptation.get('use_rslora')}, "
+        out.append(f"- LoRA: r={adaptation.get('r')}, alpha={adaptation.get('alpha')}, "
+                   f"dropout={adaptation.get('dropout')}, rsLoRA={adaptation.get('use_rslora')}, "
+                   f"DoRA={adaptation.get('use_dora')}, init={adaptation.get('init_lora_weights')}, "
                    f"targets: {targets}; head trained in full (`modules_to_save`)")
     else:
         out.append(f"- method: {method}")

@@ -126,12 +126,15 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     present = sorted(n for n in FULL_WEIGHT_FILES if (folder / n).exists())
     if present:
         raise HubError(f"A {method} push must not contain the backbone weights, but the folder holds {present}")
-    if method == "lora":
-        keys = _tensor_names(folder / "adapter_model.safetensors")
-        foreign = [k for k in keys if "lora_" not in k and ".classifier." not in k]
+    from ..adaptation import get_method
+
+    claims = get_method(method).claims
+    legacy_probe = folder / "classifier.safetensors"
+    if method == "linear_probe" and legacy_probe.exists() and not (folder / "adapter_model.safetensors").exists():
+        keys = [f"classifier.{k}" for k in _tensor_names(legacy_probe)]
     else:
-        keys = _tensor_names(folder / "classifier.safetensors")
-        foreign = [k for k in keys if k not in ("weight", "bias")]
+        keys = _tensor_names(folder / "adapter_model.safetensors")
+    foreign = [k for k in keys if not claims(k)]
     if foreign:
         raise HubError(f"The {method} weights hold tensors that are not adapter/head weights (e.g. {foreign[:3]}): "
                        "refusing to upload backbone weights with an adapter-only push")

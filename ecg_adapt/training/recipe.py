@@ -2,7 +2,7 @@
 ``training``, ``output`` and (optional) ``hub``.
 
 Names follow ``transformers.TrainingArguments`` (``learning_rate``, ``per_device_train_batch_size``,
-``num_train_epochs``, ``gradient_accumulation_steps`` ...) and peft (``lora_r``, ``lora_alpha`` ...) wherever
+``num_train_epochs``, ``gradient_accumulation_steps`` ...) and peft (``r``, ``target_modules``, ``use_dora`` ...) wherever
 the concept exists there. Hardware (devices, processes, mixed precision defaults) stays in accelerate's own
 config. Any key can be overridden on the command line as ``section.key=value``.
 
