@@ -183,6 +183,30 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     return dst
 
 
+def merge_for_deployment(model: nn.Module) -> ECGClassifier:
+    """A plain :class:`ECGClassifier` computing the same function as an adapted model, for deployment.
+
+    Native methods already are one (the trained weights live in the classifier). Mergeable peft methods are
+    folded into the backbone weights (``merge_and_unload``). Methods that cannot be folded (bottleneck adapters
+    and prompts add computation; some peft layer types refuse to merge) raise
+    :class:`UnsupportedAdaptationError` saying why.
+    """
+    config: AdaptationConfig | None = getattr(model, "adaptation_config", None)
+    clf = _classifier_of(model)
+    if model is clf:
+        return clf
+    spec = get_method(config.method) if config is not None else None
+    if spec is not None and not spec.mergeable:
+        raise UnsupportedAdaptationError(
+            f"{config.method} cannot be merged into the backbone weights ({spec.trains}); deploy the adapted "
+            "model as it is (load_adapted) instead"
+        )
+    merged = model.merge_and_unload()
+    if not isinstance(merged, ECGClassifier):
+        raise TypeError(f"merge_and_unload returned {type(merged).__name__}, expected ECGClassifier")
+    return merged
+
+
 def read_adaptation_config(path: str | os.PathLike) -> AdaptationConfig:
     """The :class:`AdaptationConfig` saved in a folder written by :func:`save_adapted`."""
     meta_path = Path(path) / ADAPTATION_CONFIG_NAME
@@ -250,6 +274,7 @@ __all__ = [
     "check_adaptation",
     "count_parameters",
     "load_adapted",
+    "merge_for_deployment",
     "read_adaptation_config",
     "save_adapted",
     "trained_state_dict",

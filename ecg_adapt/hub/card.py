@@ -300,6 +300,15 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if _is_number(v) else "n/a"
 
 
+def _method_summary(method: str) -> str:
+    from ..adaptation import get_method
+
+    try:
+        return f"{method}: trains {get_method(method).trains}"
+    except ValueError:
+        return method
+
+
 def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bool, labels: list[str],
           thresholds: dict[str, float], metrics: dict[str, Any], task_name: str, problem_type: str,
           contract: SignalContract, processor: dict[str, Any], adaptation: dict[str, Any],
@@ -310,10 +319,10 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
         "lora": "LoRA (peft) on the backbone + a new linear head",
         "linear_probe": "linear probe: a new linear head on the frozen backbone",
         "full": "full fine-tuning of the backbone and a new linear head",
-    }.get(method, method)
+    }.get(method) or _method_summary(method)
     if merged:
         method_text += ", **merged** into the backbone weights (this repository holds the whole classifier)"
-    needs_backbone = method in ("lora", "linear_probe") and not merged
+    needs_backbone = method != "full" and not merged
     test, val = metrics.get("test") or {}, metrics.get("validation") or {}
     data = recipe.get("data") or {}
     rec_model, rec_ad, rec_tr = recipe.get("model") or {}, recipe.get("adaptation") or {}, recipe.get("training") or {}
@@ -329,7 +338,7 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
         "",
     ]
     if needs_backbone:
-        trained = "LoRA matrices and the head" if method == "lora" else "the head"
+        trained = {"lora": "LoRA matrices and the head", "linear_probe": "the head"}.get(method, _method_summary(method))
         out += [(f"This repository holds only what was trained ({trained}); the backbone weights are loaded from "
                  f"`{base_model}` and are not re-hosted here."), ""]
 

@@ -46,7 +46,6 @@ from .card import CARD_NAME, RUN_FILES, build_model_card
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_ONLY_METHODS = ("lora", "linear_probe")
 # Files that hold a whole model (backbone included): never part of an adapter-only push.
 FULL_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                      "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -177,14 +176,14 @@ def _check_no_local_path(folder: Path, recorded: str | None) -> None:
 
 
 def _stage_merged(model_dir: Path, recorded: str | None, base_model: str, out: Path) -> None:
-    """Merge a LoRA run into its backbone (peft ``merge_and_unload``) and save it as a full model in ``out``."""
-    from ..adaptation.core import load_adapted, save_adapted
+    """Merge an adapted run into its backbone (``merge_for_deployment``) and save it as a full model in ``out``."""
+    from ..adaptation.core import load_adapted, merge_for_deployment, save_adapted
     from ..processing.processor import ECGProcessor
 
     source = recorded if recorded and Path(recorded).expanduser().exists() else base_model
     model = load_adapted(model_dir, backbone_name_or_path=source)
     config = model.adaptation_config  # type: ignore[attr-defined]
-    merged = model.merge_and_unload()
+    merged = merge_for_deployment(model)
     merged.adaptation_config = dataclasses.replace(config, method="full")  # type: ignore[attr-defined]
     processor = ECGProcessor.from_pretrained(str(model_dir))
     staging = Path(tempfile.mkdtemp(prefix="ecg_adapt_merge_"))
@@ -246,8 +245,15 @@ def prepare_push_folder(
     method = _read_json(model_dir / ECG_ADAPT_MARKER).get("method", "full")
     recorded = _read_json(model_dir / "config.json").get("backbone_name_or_path")
     base = resolve_base_model(recorded, base_model)
-    if merged and method != "lora":
-        raise HubError(f"merged=True merges a LoRA adapter into its backbone; this run's method is {method!r}")
+    if merged and method == "full":
+        raise HubError("merged=True merges an adapter into its backbone; this run was fully fine-tuned already")
+    if merged:
+        from ..adaptation import get_method
+
+        spec = get_method(method)
+        if spec.kind != "native" and not spec.mergeable:
+            raise HubError(f"merged=True: {method} cannot be merged into the backbone weights ({spec.trains}); "
+                           "push the adapter itself (merged=False)")
 
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="ecg_adapt_push_"))
     if out.exists() and any(out.iterdir()):
@@ -271,7 +277,7 @@ def _fill_push_folder(out: Path, run_dir: Path, model_dir: Path, method: str, re
             if p.is_file() and p.name != CARD_NAME:  # peft's generic README is replaced by the card
                 shutil.copy2(p, out / p.name)
     _rewrite_backbone_references(out, base)
-    if method in ADAPTER_ONLY_METHODS and not merged:
+    if method != "full" and not merged:
         _check_adapter_only(out, method)
     shutil.copy2(run_dir / "metrics.json", out / "metrics.json")
     _copy_recipe(run_dir / "recipe.yaml", out / "recipe.yaml", recorded, base)

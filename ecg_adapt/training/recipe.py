@@ -60,11 +60,17 @@ class ModelArgs:
 class DataArgs:
     """``data:`` — where the records are and how they are cut."""
 
-    source: Literal["ptbxl"] = "ptbxl"
+    source: str = "ptbxl"
+    """A registered source: ``ptbxl``, ``cinc2021``, ``cpsc2018``, ``mitdb``, ``apnea_ecg``, ``cpsc2021``,
+    ``slpdb``, ``shhs``, ``mesa`` (``ecg_adapt.data.SOURCES``)."""
     path: str | None = None
-    """Dataset folder; ``null`` synthesises a PTB-XL-layout dataset (the embedded demo data)."""
+    """Dataset folder; ``null`` synthesises a PTB-XL-layout dataset (the embedded demo data; ``ptbxl`` only)."""
     sampling_rate: int = 100
     """Which PTB-XL copy to read: 100 (records100) or 500 (records500)."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the source class (e.g. ``{window_seconds: 10}`` for ``mitdb``)."""
+    augmentations: list[dict[str, Any]] = field(default_factory=list)
+    """Training-time augmentations, e.g. ``[{name: gaussian_noise, p: 0.5}]`` (off at evaluation)."""
     synthetic_records: int = 1000
     synthetic_dir: str | None = None
     windows: Literal["all", "first"] = "all"

@@ -15,6 +15,7 @@ One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from transformers import get_scheduler
 
 from ..adaptation.core import adapt, count_parameters, save_adapted
 from ..data.cache import WindowDataset, build_cache, make_loader
+from ..data import SOURCES, LabelledSource, open_source
 from ..data.ptbxl import PTBXL
 from ..models.classifier import ECGClassifier
 from ..models.hubert_ecg import HubertECGConfig, HubertECGModel
@@ -112,10 +114,19 @@ def _configure_processor(processor: ECGProcessor, recipe: Recipe) -> ECGProcesso
                         max_nan_fraction=processor.max_nan_fraction)
 
 
-def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> PTBXL:
-    if recipe.data.source != "ptbxl":
-        raise ValueError(f"Unknown data source {recipe.data.source!r}")
+def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> LabelledSource:
+    name = recipe.data.source
+    if name not in SOURCES:
+        close = difflib.get_close_matches(name, list(SOURCES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"Unknown data source {name!r}{hint}; available: {sorted(SOURCES)}")
     path = recipe.data.path
+    options = dict(recipe.data.source_options)
+    if name != "ptbxl":
+        if path is None:
+            raise ValueError(f"data.path is required for source {name!r} (only ptbxl has a synthetic stand-in)")
+        options.setdefault("on_error", recipe.data.on_error)
+        return open_source(name, path, **options)
     if path is None:
         from ..data.synthetic import make_synthetic_ptbxl
 
@@ -126,7 +137,7 @@ def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> 
                                      sampling_rates=(recipe.data.sampling_rate,), seed=recipe.training.seed,
                                      progress=True)
         path = str(synth)
-    return PTBXL(path, sampling_rate=recipe.data.sampling_rate)  # type: ignore[arg-type]
+    return PTBXL(path, sampling_rate=recipe.data.sampling_rate, **options)  # type: ignore[arg-type]
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
@@ -255,6 +266,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
         for s, ids in split_ids.items()
     }
+    source_report = getattr(source, "report", None)  # labels/annotations problems found by the source
+    if source_report is not None:
+        source_report.log()
     for s, ds in datasets.items():
         logger.info("%s: %d records, %d windows%s", s, ds.n_records - len(ds.missing_records), len(ds),
                     f" ({len(ds.missing_records)} skipped, see cache report)" if ds.missing_records else "")
@@ -386,7 +400,8 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         "world_size": accelerator.num_processes,
         "train_seconds": round(train_seconds, 2),
         "history": history,
-        "data": {"cache": str(cache.path), "skipped_records": cache.report["skipped_by_reason"],
+        "data": {"source": source.name, "cache": str(cache.path), "skipped_records": cache.report["skipped_by_reason"],
+                 "source_problems": source_report.by_reason if source_report is not None else {},
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
     }
     # Every rank records what it did, so a multi-process run can be checked to have trained on all ranks.
