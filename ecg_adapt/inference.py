@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adaptation.core import load_adapted
+from .data.edf import read_edf
 from .data.record import ECGRecord, RecordError, read_wfdb
 from .models.classifier import ECGClassifier
 from .processing.processor import ECGProcessor, aggregate_windows
@@ -139,7 +140,7 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def read_input(path: Path, sampling_rate: float | None = None, lead_names: Sequence[str] | None = None) -> ECGRecord:
-    """Read one input: WFDB (via wfdb), EDF (via wfdb's EDF reader) or a ``(leads, time)`` ``.npy`` array in mV,
+    """Read one input: WFDB (via wfdb), EDF (its voltage channels, or ``lead_names``) or a ``(leads, time)`` ``.npy`` array in mV,
     which needs ``sampling_rate`` and ``lead_names`` (a bare array does not say what it is)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -150,17 +151,7 @@ def read_input(path: Path, sampling_rate: float | None = None, lead_names: Seque
             raise ValueError(f"{path}: expected a ({len(lead_names)}, time) array for leads {list(lead_names)}, got {arr.shape}")
         return ECGRecord(arr.astype(np.float64), float(sampling_rate), list(lead_names), record_id=path.stem)
     if suffix == ".edf":
-        import wfdb.io.convert.edf as edf
-
-        try:
-            rec = edf.read_edf(str(path))
-        except Exception as e:  # pyedflib-free reader: many error types for broken files
-            raise RecordError(path.stem, "unreadable", f"{type(e).__name__}: {e}") from e
-        units = [u.strip().lower() for u in rec.units]
-        scale = np.array([1e-3 if u in ("uv", "µv") else 1e3 if u == "v" else 1.0 for u in units])
-        if len(set(rec.fs if np.ndim(rec.fs) else [rec.fs])) != 1:
-            raise RecordError(path.stem, "bad_signal", "EDF signals with different sampling rates: select the ECG channels")
-        return ECGRecord(rec.p_signal.T * scale[:, None], float(rec.fs), list(rec.sig_name), record_id=path.stem)
+        return read_edf(path, channels=list(lead_names) if lead_names else None)
     return read_wfdb(path)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 
 def _defined(y_true: np.ndarray) -> np.ndarray:
@@ -94,7 +94,8 @@ def single_label_metrics(
     y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]
 ) -> dict[str, object]:
     """Metrics of a multi-class problem (``y_true`` integer classes, ``y_score`` class probabilities):
-    accuracy, macro F1, and one-vs-rest macro AUROC / AUPRC over classes present in ``y_true``."""
+    accuracy, macro F1, Cohen's kappa, balanced accuracy, and one-vs-rest macro AUROC / AUPRC over classes
+    present in ``y_true``."""
     y_true = np.asarray(y_true).astype(int)
     y_score = np.asarray(y_score, dtype=np.float64)
     onehot = np.eye(len(labels), dtype=int)[y_true]
@@ -102,6 +103,10 @@ def single_label_metrics(
     pred = y_score.argmax(axis=1)
     result["accuracy"] = float((pred == y_true).mean())
     result["macro_f1"] = float(f1_score(y_true, pred, average="macro", labels=list(range(len(labels))), zero_division=0))
+    # kappa is undefined (sklearn warns and returns nan) when both raters use a single class
+    agree_trivially = len(np.unique(np.concatenate([y_true, pred]))) < 2
+    result["kappa"] = None if agree_trivially else float(cohen_kappa_score(y_true, pred, labels=list(range(len(labels)))))
+    result["balanced_accuracy"] = float(balanced_accuracy_score(y_true, pred)) if len(np.unique(y_true)) > 1 else None
     result["per_class_f1"] = {
         n: float(v) for n, v in zip(labels, f1_score(y_true, pred, average=None, labels=list(range(len(labels))), zero_division=0))
     }
