@@ -165,3 +165,16 @@ def test_batch_call_and_window_aggregation() -> None:
     agg = aggregate_windows(np.array([[0.2, 1.0], [0.6, 0.0], [0.9, 0.5]]), batch["window_to_record"])
     np.testing.assert_allclose(agg, [[0.4, 0.5], [0.9, 0.5]])
     np.testing.assert_allclose(aggregate_windows(np.array([[0.2], [0.6], [0.9]]), np.array([0, 0, 1]), "max"), [[0.6], [0.9]])
+
+
+@pytest.mark.parametrize("fs,n", [(500, 5000), (360, 720), (100, 1000), (500, 120), (250, 40)])
+def test_fir_filtfilt_with_cached_steady_state_equals_scipy_filtfilt(fs: int, n: int) -> None:
+    import scipy.signal as sps
+
+    from ecg_adapt.processing.steps import _fir_bandpass, _fir_filtfilt
+
+    numtaps = int(0.3 * fs) | 1
+    b, zi = _fir_bandpass(numtaps, 0.05, 47.0, fs)
+    x = np.random.default_rng(fs + n).standard_normal((3, n))
+    padlen = min(3 * numtaps, n - 1)
+    assert np.array_equal(_fir_filtfilt(b, zi, x, padlen), sps.filtfilt(b, [1.0], x, axis=-1, padlen=padlen))

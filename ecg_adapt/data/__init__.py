@@ -1,7 +1,12 @@
 """Data sources (real on-disk layouts), records, and the processed-signal cache."""
 
+from .apnea import ApneaECG, apnea_record_class, parse_event2_answers, record_level_metrics
 from .base import SOURCES, LabelledSource, SkipReport, open_source, register_source
 from .cache import ECGCache, WindowDataset, build_cache, default_cache_dir, make_loader
+from .cinc import CINC_SOURCES, CINC_TASKS, CinC2021, hash_split, open_cinc2020, scored_classes, source_of_record
+from .cpsc2018 import CPSC2018, CPSC2018_CLASSES, cpsc2018_score
+from .cpsc2021 import CPSC2021
+from .mitdb import AAMI_CLASSES, MITBIHArrhythmia
 from .ptbxl import PTBXL, PTBXL_SPLITS, PTBXL_TASKS, find_ptbxl_root
 from .edf import EDFHeader, read_edf, read_edf_header, read_edf_signal
 from .record import ECGRecord, RecordError, read_wfdb
@@ -16,8 +21,28 @@ from .sleep import (
 )
 
 register_source("ptbxl", PTBXL)
+register_source("mitdb", MITBIHArrhythmia)
+register_source("apnea_ecg", ApneaECG)
+register_source("cpsc2021", CPSC2021)
 
 __all__ = [
+    "CINC_SOURCES",
+    "CINC_TASKS",
+    "CPSC2018",
+    "CPSC2018_CLASSES",
+    "CinC2021",
+    "cpsc2018_score",
+    "hash_split",
+    "open_cinc2020",
+    "scored_classes",
+    "source_of_record",
+    "AAMI_CLASSES",
+    "ApneaECG",
+    "CPSC2021",
+    "MITBIHArrhythmia",
+    "apnea_record_class",
+    "parse_event2_answers",
+    "record_level_metrics",
     "EDFHeader",
     "NSRRSleep",
     "SLEEP_STAGES",

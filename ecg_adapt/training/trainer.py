@@ -175,6 +175,11 @@ def evaluate(
     return record_probs[present], labels, float(torch.cat(losses).mean())
 
 
+def _nan(value: float | None) -> float:
+    """A metric for %-formatting: ``None`` (undefined) as nan, and 0.0 kept as 0.0."""
+    return float("nan") if value is None else float(value)
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run a recipe end to end and return the metrics written to ``metrics.json``.
 
@@ -377,7 +382,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
             history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss, "val_" + task.primary_metric: m[task.primary_metric]})
             accelerator.log({"val/loss": vloss, f"val/{task.primary_metric}": m[task.primary_metric]}, step=progress.global_step)
             logger.info("epoch %d step %d: val loss %.4f, val %s %.4f", epoch, progress.global_step, vloss,
-                        task.primary_metric, m[task.primary_metric] or float("nan"))
+                        task.primary_metric, _nan(m[task.primary_metric]))
             model.train()
         if tr.save_strategy == "epoch":
             accelerator.save_state()
@@ -427,8 +432,8 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         tmp = output_dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
         os.replace(tmp, output_dir / "metrics.json")
-        logger.info("test %s %.4f (val %.4f); model saved to %s", task.primary_metric, metrics["test"][task.primary_metric] or float("nan"),
-                    metrics["validation"][task.primary_metric] or float("nan"), output_dir / "model")
+        logger.info("test %s %.4f (val %.4f); model saved to %s", task.primary_metric, _nan(metrics["test"][task.primary_metric]),
+                    _nan(metrics["validation"][task.primary_metric]), output_dir / "model")
     # Ranks must meet before end_training(): it tears the process group down (see shared reference, section 4).
     accelerator.wait_for_everyone()
     accelerator.end_training()
