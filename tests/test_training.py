@@ -117,3 +117,26 @@ def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path
     recipe["hub"] = {"push_to_hub": True}
     with pytest.raises(RecipeError, match="hub.push_to_hub needs hub.hub_model_id"):
         Recipe.from_dict(recipe)
+
+
+def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, samples: Path) -> None:
+    """``data.source`` opens any registered source; CinC's task adds the official challenge score."""
+    recipe = {
+        "model": {"embedded_backbone": dict(TINY_HUBERT)},
+        "adaptation": {"method": "lora", "r": 4},
+        "data": {"source": "cinc2021", "path": str(samples / "cinc2021"), "cache_dir": str(tmp_path / "cache"),
+                 "source_options": {"unscored_records": "negative", "split_fractions": [0.6, 0.2, 0.2]}},
+        "task": {"name": "scored"},
+        "training": {"per_device_train_batch_size": 8, "num_train_epochs": 1},
+        "output": {"output_dir": str(tmp_path / "run")},
+    }
+    metrics = train(Recipe.from_dict(recipe))
+    assert metrics["data"]["source"] == "cinc2021" and sum(metrics["data"]["records"].values()) == 30
+    assert len(metrics["labels"]) == 26 and "challenge_score" in metrics["test"]
+    recipe["data"]["source"] = "cinc2012"
+    recipe["output"]["output_dir"] = str(tmp_path / "run2")
+    with pytest.raises(ValueError, match="Unknown data source 'cinc2012' \\(did you mean 'cinc2021'\\?\\)"):
+        train(Recipe.from_dict(recipe))
+    recipe["data"].update(source="mitdb", path=None)
+    with pytest.raises(ValueError, match="data.path is required for source 'mitdb'"):
+        train(Recipe.from_dict(recipe))
