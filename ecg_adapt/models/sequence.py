@@ -197,7 +197,7 @@ class ECGSequenceClassifier(PreTrainedModel):
                              f"{config.num_labels}")
         self.window_classifier = window_classifier
         self.config.backbone_config = window_classifier.backbone.config.to_dict()
-        hidden = window_classifier.classifier.in_features
+        hidden = window_classifier.backbone.config.hidden_size  # the width ECGClassifier sizes its head with
         self.context_encoder = ContextEncoder(config, hidden) if config.sequence_model != "none" else None
         self.post_init()
 
@@ -327,4 +327,10 @@ class ECGSequenceClassifier(PreTrainedModel):
 
 AutoConfig.register("ecg_sequence_classifier", ECGSequenceClassifierConfig, exist_ok=True)
 
-__all__ = ["SEQUENCE_MODELS", "ContextEncoder", "ECGSequenceClassifier", "ECGSequenceClassifierConfig", "ECGSequenceClassifierOutput"]
+__all__ = [
+    "SEQUENCE_MODELS",
+    "ContextEncoder",
+    "ECGSequenceClassifier",
+    "ECGSequenceClassifierConfig",
+    "ECGSequenceClassifierOutput",
+]

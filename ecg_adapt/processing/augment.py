@@ -108,24 +108,33 @@ def _normal(shape: tuple[int, ...], g: torch.Generator, like: torch.Tensor) -> t
     return torch.randn(shape, generator=g, device=g.device, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
 
 
-def _lead_std(x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Standard deviation of each lead over its active samples: ``(N, L, T) -> (N, L, 1)`` (0 for empty leads)."""
-    w = active.to(x.dtype)
+def _write_mask(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """Where an additive step may write, as a float ``(N, L, T)`` mask: real (mask set) samples of leads that are
+    not entirely zero. ``None`` when that is every sample (the usual case, which then costs no extra pass)."""
+    lead_on = (x != 0).any(-1, keepdim=True)
+    if bool(lead_on.all()) and bool(valid.all()):
+        return None
+    return (valid & lead_on).to(x.dtype)
+
+
+def _lead_std(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Standard deviation of each lead over the samples where ``w`` is set: ``(N, L, T) -> (N, L, 1)``."""
+    if w is None:
+        return x.std(-1, correction=0, keepdim=True)
     n = w.sum(-1, keepdim=True).clamp_min(1.0)
     mean = (x * w).sum(-1, keepdim=True) / n
     return (((x - mean) * w) ** 2).sum(-1, keepdim=True).div(n).sqrt()
 
 
-def _to_input_units(units: str, x: torch.Tensor, active: torch.Tensor, ctx: BatchContext) -> torch.Tensor:
-    """Factor turning an amplitude given in ``units`` into the input's units, per lead: ``(N, L, 1)``."""
+def _to_input_units(units: str, x: torch.Tensor, w: torch.Tensor | None, ctx: BatchContext) -> torch.Tensor | float:
+    """Factor turning an amplitude given in ``units`` into the input's units, per lead (``(N, L, 1)`` or 1.0)."""
     if units == "input" or ctx.millivolts:
-        return torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
-    return _lead_std(x, active) / REFERENCE_LEAD_STD_MV
+        return 1.0
+    return _lead_std(x, w) / REFERENCE_LEAD_STD_MV
 
 
-def _active(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Samples an additive step may write to: real (mask set) samples of leads that are not entirely zero."""
-    return valid & (x != 0).any(-1, keepdim=True)
+def _add(x: torch.Tensor, noise: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return x + noise if w is None else x + noise * w
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -138,6 +147,7 @@ class Augmentation(Step):
     """
 
     p: float = 0.5
+    changes_mask: ClassVar[bool] = False  # True for steps that move or clear mask samples (crop, lead dropout)
 
     def __post_init__(self) -> None:
         self.p = _as_float(self.name, "p", self.p)
@@ -174,6 +184,7 @@ class RandomCrop(Augmentation):
     """
 
     name: ClassVar[str] = "random_crop"
+    changes_mask: ClassVar[bool] = True
     min_fraction: float = 0.8
 
     def __post_init__(self) -> None:
@@ -182,7 +193,9 @@ class RandomCrop(Augmentation):
         if not 0.0 < self.min_fraction <= 1.0:
             raise ValueError(f"{self.name}.min_fraction must be in (0, 1], got {self.min_fraction}")
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
         n_win, n_leads, t_len = x.shape
         real = valid.any(1).sum(-1).clamp_min(1)  # (N,) real samples per window
@@ -220,7 +233,9 @@ class AmplitudeScale(Augmentation):
             raise ValueError(f"{self.name}: need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
         self.per_lead = bool(_choice(self.name, "per_lead", self.per_lead, (True, False)))
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
         shape = (x.shape[0], x.shape[1] if self.per_lead else 1, 1)
         log_s = _uniform(shape, math.log(self.min_scale), math.log(self.max_scale), generator, x)
@@ -235,7 +250,7 @@ class BaselineWander(Augmentation):
     Each window draws ``n_components`` frequencies uniformly in ``[min_hz, max_hz)`` and phases in ``[0, 2π)``,
     shared by its leads (one physical cause), and for each lead and component an amplitude uniform in
     ``[0, amplitude / n_components]``, so the drift never exceeds ``amplitude`` (in ``units``, see the module
-    doc). Respiratory baseline wander lies around 0.15-0.3 Hz (the default band 0.05-0.5 Hz contains it).
+    doc). Breathing at 9-20 breaths per minute moves the baseline at 0.15-0.33 Hz, inside the default 0.05-0.5 Hz band.
     """
 
     name: ClassVar[str] = "baseline_wander"
@@ -265,7 +280,9 @@ class BaselineWander(Augmentation):
             raise ValueError(f"{self.name}.max_hz {self.max_hz} Hz is not below the Nyquist frequency of "
                              f"{contract.sampling_rate:g} Hz input")
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
         n_win, n_leads, t_len = x.shape
         c = self.n_components
@@ -274,9 +291,8 @@ class BaselineWander(Augmentation):
         amp = _uniform((n_win, n_leads, c), 0.0, self.amplitude / c, generator, x)
         t = torch.arange(t_len, device=x.device, dtype=x.dtype) / ctx.sampling_rate
         waves = torch.sin(2 * math.pi * freq * t + phase)  # (N, C, T)
-        active = _active(x, valid)
-        drift = torch.bmm(amp, waves) * _to_input_units(self.units, x, active, ctx)
-        return x + drift * active, valid
+        w = _write_mask(x, valid)
+        return _add(x, torch.bmm(amp, waves) * _to_input_units(self.units, x, w, ctx), w), valid
 
 
 @register_step
@@ -306,15 +322,17 @@ class GaussianNoise(Augmentation):
                 raise ValueError(f"{self.name}.std must be >= 0, got {self.std}")
         self.units = _choice(self.name, "units", self.units, ("mv", "input"))
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
-        active = _active(x, valid)
+        w = _write_mask(x, valid)
         if self.std is None:
             snr = _uniform((x.shape[0], 1, 1), self.min_snr_db, self.max_snr_db, generator, x)
-            sigma = _lead_std(x, active) * torch.pow(10.0, -snr / 20)
+            sigma = _lead_std(x, w) * torch.pow(10.0, -snr / 20)
         else:
-            sigma = self.std * _to_input_units(self.units, x, active, ctx)
-        return x + _normal(tuple(x.shape), generator, x) * sigma * active, valid
+            sigma = self.std * _to_input_units(self.units, x, w, ctx)
+        return _add(x, _normal(tuple(x.shape), generator, x) * sigma, w), valid
 
 
 @register_step
@@ -366,7 +384,9 @@ class PowerlineNoise(Augmentation):
                 + ("" if self.frequency_hz is not None else " or set frequency_hz to a frequency below Nyquist")
             )
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
         n_win, n_leads, t_len = x.shape
         bases = torch.tensor(self._base_frequencies(), dtype=x.dtype, device=x.device)
@@ -378,9 +398,9 @@ class PowerlineNoise(Augmentation):
         phase = _uniform((n_win, self.harmonics), 0.0, 2 * math.pi, generator, x)
         t = torch.arange(t_len, device=x.device, dtype=x.dtype) / ctx.sampling_rate
         wave = (weight[..., None] * torch.sin(2 * math.pi * freq[..., None] * t + phase[..., None])).sum(1, keepdim=True)
-        active = _active(x, valid)
-        amp = _uniform((n_win, n_leads, 1), 0.0, self.amplitude, generator, x) * _to_input_units(self.units, x, active, ctx)
-        return x + amp * wave * active, valid
+        w = _write_mask(x, valid)
+        amp = _uniform((n_win, n_leads, 1), 0.0, self.amplitude, generator, x) * _to_input_units(self.units, x, w, ctx)
+        return _add(x, amp * wave, w), valid
 
 
 @register_step
@@ -396,6 +416,7 @@ class LeadDropout(Augmentation):
     """
 
     name: ClassVar[str] = "lead_dropout"
+    changes_mask: ClassVar[bool] = True
     rate: float = 0.25
     min_leads: int = 1
     mask_dropped: bool = True
@@ -416,10 +437,12 @@ class LeadDropout(Augmentation):
             raise ValueError(f"{self.name}: the contract has {contract.n_leads} lead(s) and min_leads={self.min_leads}, "
                              "so no lead could ever be dropped; remove this augmentation")
 
-    def augment(self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(
+        self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
         n_win, n_leads, _ = x.shape
-        present = _active(x, valid).any(-1)  # (N, L)
+        present = ((x != 0) & valid).any(-1)  # (N, L): leads with real, non-zero samples
         u = torch.rand((2, n_win, n_leads), generator=generator, device=generator.device).to(x.device)
         drop = (u[0] < self.rate) & present
         # Restore the dropped leads with the highest priority u[1] until min_leads (or all present) are kept.
@@ -431,7 +454,9 @@ class LeadDropout(Augmentation):
         return x * keep, (valid & keep) if self.mask_dropped else valid
 
 
-AUGMENTATIONS: tuple[type[Augmentation], ...] = (RandomCrop, AmplitudeScale, BaselineWander, GaussianNoise, PowerlineNoise, LeadDropout)
+AUGMENTATIONS: tuple[type[Augmentation], ...] = (
+    RandomCrop, AmplitudeScale, BaselineWander, GaussianNoise, PowerlineNoise, LeadDropout,
+)
 
 
 def augmentation_names() -> list[str]:
@@ -598,8 +623,9 @@ class Augmenter:
         n_leads, t_len = self.contract.n_leads, self.contract.window_samples
         with torch.no_grad():
             # (…, leads*T) and (…, leads, T) are both viewed as (N, leads, T): lead i is x[:, i] in either layout.
-            x = x_in.reshape(-1, n_leads, t_len).clone()
+            x = x_in.reshape(-1, n_leads, t_len)
             valid = m_in.reshape(-1, n_leads, t_len) != 0 if m_in is not None else torch.ones_like(x, dtype=torch.bool)
+            valid_in, owned = valid, False  # steps return new tensors; x is copied only before a partial in-place write
             for step in self.steps:
                 chosen = torch.rand(x.shape[0], generator=generator, device=generator.device).to(x.device) < step.p
                 idx = chosen.nonzero().squeeze(1)
@@ -607,13 +633,22 @@ class Augmenter:
                     continue
                 if idx.numel() == x.shape[0]:
                     x, valid = step.augment(x, valid, self._ctx, generator)
+                    owned = True
                 else:
                     xs, vs = step.augment(x[idx], valid[idx], self._ctx, generator)
-                    x[idx], valid[idx] = xs, vs
+                    if not owned:
+                        x, owned = x.clone(), True
+                    x[idx] = xs
+                    if step.changes_mask:
+                        if valid is valid_in:
+                            valid = valid.clone()
+                        valid[idx] = vs
         out = dict(batch)
-        out["input_values"] = x.reshape(x_in.shape)
-        mask_dtype = m_in.dtype if m_in is not None else torch.long
-        out["attention_mask"] = valid.reshape(x_in.shape).to(mask_dtype)
+        out["input_values"] = x.reshape(x_in.shape) if owned else x_in
+        if m_in is not None and (valid is valid_in or torch.equal(valid, valid_in)):
+            out["attention_mask"] = m_in  # unchanged (no crop or lead dropout happened): no conversion
+        else:
+            out["attention_mask"] = valid.reshape(x_in.shape).to(m_in.dtype if m_in is not None else torch.long)
         return out
 
 
