@@ -10,14 +10,14 @@ Quickstart::
     processor = load_processor("path/or/hub-id")
     task = PTBXL("/data/ptb-xl", sampling_rate=100).task("superdiagnostic")
     model = ECGClassifier.from_backbone(backbone, task.labels)
-    model = adapt(model, "lora", r=8)                       # or "full" / "linear_probe"
+    model = adapt(model, "lora", r=8)                       # or any of ecg_adapt.adaptation.METHODS
 """
 
 from .adaptation import AdaptationConfig, adapt, count_parameters, load_adapted, save_adapted
-from .data import PTBXL, ECGRecord, RecordError, build_cache, read_wfdb
+from .data import PTBXL, SOURCES, ContextWindowDataset, ECGRecord, RecordError, build_cache, open_source, read_wfdb
 from .inference import Predictor
-from .models import ECGClassifier, ECGClassifierConfig, load_backbone, load_processor
-from .processing import ECGProcessor, SignalContract, aggregate_windows
+from .models import ECGClassifier, ECGClassifierConfig, ECGSequenceClassifier, load_backbone, load_processor
+from .processing import Augmenter, ECGProcessor, SignalContract, aggregate_windows
 from .tasks import ClassificationTask
 from .training import Recipe, train
 
@@ -25,6 +25,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PTBXL",
+    "SOURCES",
+    "Augmenter",
+    "ContextWindowDataset",
+    "ECGSequenceClassifier",
+    "open_source",
     "AdaptationConfig",
     "ClassificationTask",
     "ECGClassifier",

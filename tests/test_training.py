@@ -140,3 +140,19 @@ def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, sam
     recipe["data"].update(source="mitdb", path=None)
     with pytest.raises(ValueError, match="data.path is required for source 'mitdb'"):
         train(Recipe.from_dict(recipe))
+
+
+def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path) -> None:
+    from ecg_adapt.training import RecipeError
+
+    aug = [{"name": "gaussian_noise", "p": 1.0}, {"name": "lead_dropout", "p": 0.5}]
+    plain = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, max_steps=2, save_strategy="no")))
+    r = _recipe(tmp_path / "b", data_root, max_steps=2, save_strategy="no")
+    r["data"]["augmentations"] = aug
+    augmented = train(Recipe.from_dict(r))
+    assert "training augmentations" in (tmp_path / "b" / "run" / "train.log").read_text()
+    assert augmented["history"] != plain["history"] or augmented["test"]["loss"] != plain["test"]["loss"]
+    r = _recipe(tmp_path / "c", data_root, max_steps=2)
+    r["data"]["augmentations"] = [{"name": "gausian_noise"}]
+    with pytest.raises(RecipeError, match="data.augmentations: .*did you mean 'gaussian_noise'"):
+        train(Recipe.from_dict(r))

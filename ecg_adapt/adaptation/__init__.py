@@ -28,6 +28,7 @@ from .core import (
     trained_state_dict,
 )
 from .layout import BackboneLayout, backbone_layout
+from .modules import AdaptedModel
 
 # Modules that register methods when imported (see config.register_method).
 _METHOD_MODULES = ("native", "peft_methods", "selective", "modules")
@@ -45,6 +46,7 @@ def _load_methods() -> None:
 _load_methods()
 
 __all__ = [
+    "AdaptedModel",
     "ADAPTATION_CONFIG_NAME",
     "METHODS",
     "AdaptationConfig",

@@ -67,6 +67,7 @@ class AdaptationConfig:
             ``partial``: block ``i`` of ``L`` gets ``lr * decay ** (L - i)``, the embeddings ``lr * decay ** L``.
         adapter_reduction_factor: bottleneck width = hidden size // factor (Houlsby, Pfeiffer, conv adapters).
         adapter_non_linearity: activation inside bottleneck adapters (``gelu``, ``relu``, ``silu``, ``tanh``).
+        conv_adapter_kernel_size: odd kernel of the depthwise temporal conv inside conv adapters (1 = none).
         num_prompt_tokens: prompt tuning: learnable tokens prepended to the token sequence.
         prompt_depth: ``"shallow"`` (tokens enter the first block only) or ``"deep"`` (new tokens at every block).
 
@@ -90,6 +91,7 @@ class AdaptationConfig:
     layerwise_lr_decay: float = 1.0
     adapter_reduction_factor: int = 16
     adapter_non_linearity: str = "gelu"
+    conv_adapter_kernel_size: int = 1
     num_prompt_tokens: int = 10
     prompt_depth: Literal["shallow", "deep"] = "shallow"
 
@@ -110,6 +112,8 @@ class AdaptationConfig:
             raise ValueError(f"num_trainable_blocks must be >= 0, got {self.num_trainable_blocks}")
         if self.adapter_reduction_factor < 1:
             raise ValueError(f"adapter_reduction_factor must be >= 1, got {self.adapter_reduction_factor}")
+        if self.conv_adapter_kernel_size < 1 or self.conv_adapter_kernel_size % 2 == 0:
+            raise ValueError(f"conv_adapter_kernel_size must be odd and >= 1, got {self.conv_adapter_kernel_size}")
         if self.num_prompt_tokens < 1:
             raise ValueError(f"num_prompt_tokens must be >= 1, got {self.num_prompt_tokens}")
         if self.prompt_depth not in ("shallow", "deep"):

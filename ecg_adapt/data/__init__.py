@@ -4,6 +4,7 @@ from .apnea import ApneaECG, apnea_record_class, parse_event2_answers, record_le
 from .base import SOURCES, LabelledSource, SkipReport, open_source, register_source
 from .cache import ECGCache, WindowDataset, build_cache, default_cache_dir, make_loader
 from .cinc import CINC_SOURCES, CINC_TASKS, CinC2021, hash_split, open_cinc2020, scored_classes, source_of_record
+from .context import ContextWindowDataset, parse_unit_ids
 from .cpsc2018 import CPSC2018, CPSC2018_CLASSES, cpsc2018_score
 from .cpsc2021 import CPSC2021
 from .mitdb import AAMI_CLASSES, MITBIHArrhythmia
@@ -26,6 +27,8 @@ register_source("apnea_ecg", ApneaECG)
 register_source("cpsc2021", CPSC2021)
 
 __all__ = [
+    "ContextWindowDataset",
+    "parse_unit_ids",
     "CINC_SOURCES",
     "CINC_TASKS",
     "CPSC2018",

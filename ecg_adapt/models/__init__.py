@@ -3,6 +3,7 @@
 from . import hubert_ecg
 from .classifier import ECGClassifier, ECGClassifierConfig, ECGClassifierOutput
 from .conversion import CheckpointMismatchError, ConversionReport
+from .sequence import ECGSequenceClassifier, ECGSequenceClassifierConfig, ECGSequenceClassifierOutput
 from .registry import FAMILIES, BackboneFamily, get_family, load_backbone, load_processor, register_family, released_variants
 
 register_family(
@@ -37,6 +38,9 @@ __all__ = [
     "ECGClassifier",
     "ECGClassifierConfig",
     "ECGClassifierOutput",
+    "ECGSequenceClassifier",
+    "ECGSequenceClassifierConfig",
+    "ECGSequenceClassifierOutput",
     "get_family",
     "ecg_fm",
     "ecg_jepa",

@@ -155,13 +155,14 @@ class ECGClassifier(PreTrainedModel):
     def signal_contract(self) -> dict[str, Any]:
         return self.backbone.config.signal_contract
 
-    def forward(
-        self,
-        input_values: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> ECGClassifierOutput:
+    def embed(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled features (the head's input, before dropout) and the backbone's ``last_hidden_state``.
+
+        The backbone's own ``pooler_output`` when it has one (computed with the mask, as the original does),
+        else the mean over the frames the mask keeps.
+        """
         # An all-ones mask changes nothing but costs a dense attention bias: drop it.
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
@@ -174,6 +175,16 @@ class ECGClassifier(PreTrainedModel):
             if attention_mask is not None:
                 frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
             pooled = masked_mean(hidden, frame_mask)
+        return pooled, hidden
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> ECGClassifierOutput:
+        pooled, hidden = self.embed(input_values, attention_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:

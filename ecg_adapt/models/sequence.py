@@ -276,7 +276,7 @@ class ECGSequenceClassifier(PreTrainedModel):
     def _embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         # The window classifier's pooled features (its backbone + pooling); its logits are a by-product of one
         # small linear layer. See the report: an ``ECGClassifier.embed`` method would avoid computing them.
-        return self.window_classifier(input_values=input_values, attention_mask=attention_mask).pooled
+        return self.window_classifier.embed(input_values, attention_mask)[0]
 
     def forward(
         self,

@@ -1,5 +1,18 @@
 """Signal contracts, lead mapping and the ECG processor (record → model input)."""
 
+from .augment import (
+    AUGMENTATIONS,
+    AmplitudeScale,
+    Augmentation,
+    Augmenter,
+    BaselineWander,
+    GaussianNoise,
+    LeadDropout,
+    PowerlineNoise,
+    RandomCrop,
+    augmentation_from_dict,
+    batch_generator,
+)
 from .contract import STANDARD_12_LEADS, SignalContract
 from .leads import canonical_lead_name, map_leads
 from .processor import ECGProcessor, ProcessedRecord, ProcessingReport, aggregate_windows
@@ -19,6 +32,17 @@ from .steps import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
+    "AmplitudeScale",
+    "Augmentation",
+    "Augmenter",
+    "BaselineWander",
+    "GaussianNoise",
+    "LeadDropout",
+    "PowerlineNoise",
+    "RandomCrop",
+    "augmentation_from_dict",
+    "batch_generator",
     "STANDARD_12_LEADS",
     "SignalContract",
     "canonical_lead_name",

@@ -38,12 +38,13 @@ from ..data.cache import WindowDataset, build_cache, make_loader
 from ..data import SOURCES, LabelledSource, open_source
 from ..data.ptbxl import PTBXL
 from ..models.classifier import ECGClassifier
+from ..processing.augment import Augmenter, batch_generator
 from ..models.hubert_ecg import HubertECGConfig, HubertECGModel
 from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor, aggregate_windows
 from ..processing.steps import Window
 from ..tasks.task import ClassificationTask
-from .recipe import Recipe, flatten_dict
+from .recipe import Recipe, RecipeError, flatten_dict
 
 logger = logging.getLogger("ecg_adapt.train")
 
@@ -251,6 +252,12 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     processor = _configure_processor(load_processor(backbone_id, config=backbone.config, revision=recipe.model.revision), recipe)
     processor.check_compatible(backbone.config.signal_contract)
     contract = processor.contract
+    try:  # a bad augmentation config fails here, before any data work
+        augmenter = Augmenter.from_config(recipe.data.augmentations, contract)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"data.augmentations: {e}") from e
+    if augmenter.steps:
+        logger.info("training augmentations: %s", augmenter.config())
     logger.info("backbone %s (%s); input contract: %s", backbone_id, backbone.config.model_type, contract.describe())
 
     # 2. data, task, cache
@@ -347,6 +354,10 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         if progress.step_in_epoch:
             loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch)
         for batch in loader:
+            if augmenter.steps:
+                # Seeded by position (seed, epoch, batch, rank): a resumed run draws the same augmentations.
+                batch = augmenter(batch, batch_generator(tr.seed, epoch, progress.step_in_epoch, accelerator.process_index,
+                                                         device=batch["input_values"].device))
             with accelerator.accumulate(model):
                 out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
                 accelerator.backward(out.loss)
