@@ -81,31 +81,19 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
     hea = path.with_name(path.name + ".hea")
     if not hea.exists():
         raise RecordError(rid, "missing_file", f"no header {hea}")
-    try:
-        header = wfdb.rdheader(str(path))
-    except Exception as e:  # wfdb raises many types for malformed headers
-        raise RecordError(rid, "corrupt_header", f"{type(e).__name__}: {e}") from e
-    if not header.file_name or header.sig_len is None or not header.n_sig:
-        raise RecordError(rid, "corrupt_header", "header lists no signals or no length")
-    for fname in sorted(set(header.file_name)):
-        data = path.parent / fname
-        if not data.exists():
-            raise RecordError(rid, "missing_file", f"no signal file {data}")
-    # Size check for single-file records in a plain format (the common case: PTB-XL, MIT-BIH, CinC).
-    if len(set(header.file_name)) == 1 and len(set(header.fmt)) == 1 and header.fmt[0] in _BYTES_PER_SAMPLE:
-        data = path.parent / header.file_name[0]
-        offset = (header.byte_offset or [0])[0] or 0
-        expected = header.sig_len * header.n_sig * _BYTES_PER_SAMPLE[header.fmt[0]] + offset
-        actual = data.stat().st_size
-        if actual + 2 < expected:  # format 212 rounds to whole bytes
-            raise RecordError(
-                rid, "truncated", f"{data.name} has {actual} bytes but the header promises {int(expected)} "
-                f"({header.sig_len} samples x {header.n_sig} signals, format {header.fmt[0]})"
-            )
+    # The header is parsed once, by rdrecord: wfdb's header parser costs about 30 ms for a 12-lead header here
+    # (a pandas lookup per field), as much as reading the signal, and parsing it a second time beforehand
+    # doubled the cost of every record. Only a record that fails to read is diagnosed from its header alone.
     try:
         rec = wfdb.rdrecord(str(path))
     except Exception as e:
+        try:
+            header = wfdb.rdheader(str(path))
+        except Exception as e2:  # wfdb raises many types for malformed headers
+            raise RecordError(rid, "corrupt_header", f"{type(e2).__name__}: {e2}") from e2
+        _check_header(rid, path, header)
         raise RecordError(rid, "unreadable", f"{type(e).__name__}: {e}") from e
+    _check_header(rid, path, rec)
     if rec.p_signal is None:
         raise RecordError(rid, "bad_signal", "no physical signal")
     signal = _units_to_mv(rec.units, rec.p_signal.T.astype(np.float64))
@@ -117,3 +105,24 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
         units=["mV"] * len(rec.sig_name),
         comments=list(rec.comments or []),
     )
+
+
+def _check_header(rid: str, path: Path, header: wfdb.Record) -> None:
+    """Raise :class:`RecordError` when the header lists no signal, a signal file is missing or is shorter than
+    the header promises (for single-file records in a format of known size: PTB-XL, MIT-BIH, CinC)."""
+    if not header.file_name or header.sig_len is None or not header.n_sig:
+        raise RecordError(rid, "corrupt_header", "header lists no signals or no length")
+    for fname in sorted(set(header.file_name)):
+        data = path.parent / fname
+        if not data.exists():
+            raise RecordError(rid, "missing_file", f"no signal file {data}")
+    if len(set(header.file_name)) == 1 and len(set(header.fmt)) == 1 and header.fmt[0] in _BYTES_PER_SAMPLE:
+        data = path.parent / header.file_name[0]
+        offset = (header.byte_offset or [0])[0] or 0
+        expected = header.sig_len * header.n_sig * _BYTES_PER_SAMPLE[header.fmt[0]] + offset
+        actual = data.stat().st_size
+        if actual + 2 < expected:  # format 212 rounds to whole bytes
+            raise RecordError(
+                rid, "truncated", f"{data.name} has {actual} bytes but the header promises {int(expected)} "
+                f"({header.sig_len} samples x {header.n_sig} signals, format {header.fmt[0]})"
+            )
