@@ -153,6 +153,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .adaptation.support import full_support_matrix, methods_table, support_matrix_markdown
+
+    matrix = full_support_matrix()
+    if args.json:
+        print(json.dumps(matrix, indent=2))
+        return 0
+    print(methods_table())
+    print("Which method adapts which family (checked on every released architecture):\n")
+    print(support_matrix_markdown(matrix))
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .models import get_family
 
@@ -245,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--family", help="only this family")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=_cmd_models)
+
+    a = sub.add_parser("methods", help="list the adaptation methods and which backbone families each one supports",
+                       description="Every adaptation method (adaptation.method in a recipe), what it trains, whether it "
+                                   "merges, and a family x method table; an unsupported pair says why.")
+    a.add_argument("--json", action="store_true", help="print the family x method matrix as JSON")
+    a.set_defaults(func=_cmd_methods)
     return p
 
 

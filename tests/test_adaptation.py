@@ -113,3 +113,20 @@ def test_unknown_method_and_unreloadable_backbone_are_clear_errors(tiny_backbone
     with pytest.raises(ValueError, match="backbone must be reloadable"):
         save_adapted(adapt(clf, "lora"), tmp_path / "x")
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob("x*"))
+
+
+def test_methods_cli_prints_every_method_and_the_family_matrix_with_reasons(capsys: pytest.CaptureFixture) -> None:
+    import json as _json
+
+    from ecg_adapt.adaptation import METHODS
+    from ecg_adapt.cli import main
+
+    assert main(["methods", "--json"]) == 0
+    matrix = _json.loads(capsys.readouterr().out)
+    assert set(matrix) == {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl/resnet", "merl/vit", "ecg_jepa"}
+    assert all(set(METHODS) <= set(row) for row in matrix.values())
+    assert matrix["hubert_ecg"]["houlsby_adapter"] == "ok" and matrix["ecgfounder"]["conv_adapter"] == "ok"
+    assert "use conv_adapter" in matrix["ecgfounder"]["prompt_tuning"]
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"`{m}`" in out for m in METHODS) and "| family |" in out
