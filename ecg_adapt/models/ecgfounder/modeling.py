@@ -15,11 +15,18 @@ Network, for input ``(B, C_in, T)``:
   on *both* sides;
 * features: the time-mean of the last stage, with no norm or activation after it; ``dense`` maps them to the
   150 pretraining labels.
+
+Gradient checkpointing (``activation_checkpointing_enable()``, an ecg_adapt addition) recomputes each block in
+the backward pass. The recomputation leaves BatchNorm running statistics alone (see
+:class:`_RecomputeKeepingBatchNormStats`), so gradients, outputs and running statistics are those of the plain
+forward pass, with ``use_bn`` on or off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -163,8 +170,56 @@ class ECGFounderBlock(nn.Module):
         return out + identity
 
 
+@contextlib.contextmanager
+def _batch_norm_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` with its training BatchNorm layers leaving their running statistics as they are.
+
+    The layers still run the same kernel in training mode (batch statistics, running statistics passed in), so
+    the recomputed autograd graph saves the same tensors as the forward pass did, which non-re-entrant
+    checkpointing checks. Only the momentum is 0 meanwhile: ``running = (1 - 0) * running + 0 * batch`` leaves
+    the running mean and variance bit for bit; the batch counter ``num_batches_tracked`` is put back after.
+    (``track_running_stats=False`` would skip the update too, but calls a kernel that saves fewer tensors.)
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [(m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+class _RecomputeKeepingBatchNormStats:
+    """``block`` for ``torch.utils.checkpoint``: the first call is the forward pass; every later call is a
+    recomputation in the backward pass, which must not update the BatchNorm running statistics a second time.
+
+    (A training BatchNorm is why checkpointing CNNs is usually avoided: the recomputation would count every
+    batch twice in the running averages. The recomputed output is the same: it normalises the same input with
+    the same batch statistics. Works with re-entrant and non-re-entrant checkpointing alike.)
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        self.calls = 0
+
+    def __call__(self, *args: torch.Tensor | None) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            return self.block(*args)
+        with _batch_norm_stats_frozen(self.block):
+            return self.block(*args)
+
+
 class ECGFounderStage(nn.Module):
-    """A stack of blocks at one width (original ``BasicStage``); only ``block_list`` holds weights."""
+    """A stack of blocks at one width (original ``BasicStage``); only ``block_list`` holds weights.
+
+    With gradient checkpointing on (``gradient_checkpointing``, set by ``activation_checkpointing_enable()``)
+    each block is recomputed in the backward pass instead of keeping its activations.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, config: ECGFounderConfig, i_stage: int, m_blocks: int) -> None:
         super().__init__()
@@ -184,13 +239,17 @@ class ECGFounderStage(nn.Module):
             )
             for i_block in range(m_blocks)
         )
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the stage output and the frame mask at its (downsampled) resolution."""
         if frame_mask is not None:
             frame_mask = downsample_mask(frame_mask, self.stride)
         for block in self.block_list:
-            x = block(x, frame_mask)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = self._gradient_checkpointing_func(_RecomputeKeepingBatchNormStats(block), x, frame_mask)
+            else:
+                x = block(x, frame_mask)
         return x, frame_mask
 
 
@@ -225,7 +284,7 @@ class ECGFounderPreTrainedModel(PreTrainedModel):
     config: ECGFounderConfig
     base_model_prefix = "ecgfounder"
     main_input_name = "input_values"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
 
     def _init_weights(self, module: nn.Module) -> None:
         # PyTorch's default init, as the original Net1D was built with (kaiming-uniform a=sqrt(5) weights,
