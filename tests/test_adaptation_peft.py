@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from ecg_adapt.adaptation.peft_methods import (
 from ecg_adapt.models.registry import get_family
 from ecg_adapt.processing import ECGProcessor
 
+# peft warns on every BOFT model built without its CUDA kernel (load_adapted builds one): expected here.
+pytestmark = [pytest.mark.filterwarnings("ignore:Failed to load the CUDA extension"),
+              pytest.mark.filterwarnings("ignore:Setting boft_n_butterfly_factor to 1")]
+
 # method variants: AdaptationConfig kwargs. OFT uses r=2 blocks per layer: the tiny ECGFounder's SE gates have
 # in_features 4, which r=8 cannot split (test_oft_block_sizes_are_validated_against_every_target covers that).
 VARIANTS: dict[str, dict] = {
@@ -61,10 +66,6 @@ REFUSED: dict[tuple[str, str], tuple[str, ...]] = {
     ("merl_resnet", "oft"): ("no nn.Linear layer",),
     ("merl_resnet", "boft"): ("no nn.Linear layer",),
 }
-# peft warns on every BOFT model built without its CUDA kernel (load_adapted builds one): expected here.
-pytestmark = [pytest.mark.filterwarnings("ignore:Failed to load the CUDA extension"),
-              pytest.mark.filterwarnings("ignore:Setting boft_n_butterfly_factor to 1")]
-
 PAIRS = [(f, v) for f in TINY_CONFIGS for v in VARIANTS]
 SUPPORTED = [p for p in PAIRS if p not in REFUSED]
 FAMILY_LABEL = {"merl_resnet": "merl/resnet", "merl_vit": "merl/vit"}
@@ -101,6 +102,8 @@ def _classifier(backbone_dir: Path) -> ECGClassifier:
 
 @dataclass
 class Trained:
+    """A (family, variant) model after two training steps, with what is needed to compare against it."""
+
     model: nn.Module
     before: dict[str, torch.Tensor]  # parameters before training
     buffers: dict[str, torch.Tensor]  # buffers before training
@@ -108,31 +111,39 @@ class Trained:
     logits: torch.Tensor  # the trained model's eval logits on x
 
 
-_CACHE: dict[tuple[str, str], Trained] = {}
+@pytest.fixture(scope="module")
+def trained(backbone_dirs: dict[str, Path]) -> Callable[[str, str], Trained]:
+    """``trained(family, variant)``: the model after two AdamW steps, trained once per test module and shared by the
+    step, save/reload and merge tests (the merge test works on a copy)."""
+    cache: dict[tuple[str, str], Trained] = {}
+
+    def get(family: str, variant: str) -> Trained:
+        if (family, variant) not in cache:
+            cache[family, variant] = _train(family, variant, backbone_dirs[family])
+        return cache[family, variant]
+
+    return get
 
 
-def _trained(family: str, variant: str, backbone_dirs: dict[str, Path]) -> Trained:
-    """The (family, variant) model after two AdamW steps, trained once per test module."""
-    if (family, variant) not in _CACHE:
-        model = adapt(_classifier(backbone_dirs[family]), AdaptationConfig(dropout=0.0, **VARIANTS[variant]))
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        batch = tiny_batch(model, batch=1, seed=0)
-        labels = torch.tensor([[1.0, 0.0, 1.0]])
-        # No weight decay: a parameter moves only if it gets a gradient. Two steps, because zero-initialised factors
-        # (LoRA's B, LoHa's w2_b, VeRA's lambda_b) leave their partners without gradient at the first one.
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
-        model.train()
-        for _ in range(2):
-            opt.zero_grad()
-            model(**batch, labels=labels).loss.backward()
-            opt.step()
-        model.eval()
-        x = tiny_batch(model, batch=2, seed=5)["input_values"]
-        with torch.no_grad():
-            logits = model(input_values=x).logits
-        _CACHE[family, variant] = Trained(model, before, buffers, x, logits)
-    return _CACHE[family, variant]
+def _train(family: str, variant: str, backbone_dir: Path) -> Trained:
+    model = adapt(_classifier(backbone_dir), AdaptationConfig(dropout=0.0, **VARIANTS[variant]))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    batch = tiny_batch(model, batch=1, seed=0)
+    labels = torch.tensor([[1.0, 0.0, 1.0]])
+    # No weight decay: a parameter moves only if it gets a gradient. Two steps, because zero-initialised factors
+    # (LoRA's B, LoHa's w2_b, VeRA's lambda_b) leave their partners without gradient at the first one.
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(2):
+        opt.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        opt.step()
+    model.eval()
+    x = tiny_batch(model, batch=2, seed=5)["input_values"]
+    with torch.no_grad():
+        logits = model(input_values=x).logits
+    return Trained(model, before, buffers, x, logits)
 
 
 def _saved_name(param_name: str) -> str:
@@ -143,8 +154,8 @@ def _saved_name(param_name: str) -> str:
 
 
 @pytest.mark.parametrize(("family", "variant"), SUPPORTED)
-def test_training_step_changes_exactly_the_claimed_parameters(family: str, variant: str, backbone_dirs: dict[str, Path]) -> None:
-    t = _trained(family, variant, backbone_dirs)
+def test_training_step_changes_exactly_the_claimed_parameters(family: str, variant: str, trained: Callable[[str, str], Trained]) -> None:
+    t = trained(family, variant)
     claims = get_method(VARIANTS[variant]["method"]).claims
     params = dict(t.model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
@@ -159,9 +170,9 @@ def test_training_step_changes_exactly_the_claimed_parameters(family: str, varia
 
 @pytest.mark.parametrize(("family", "variant"), SUPPORTED)
 def test_saved_adapter_holds_only_claimed_tensors_and_reloads_to_the_same_logits(
-    family: str, variant: str, backbone_dirs: dict[str, Path], tmp_path: Path
+    family: str, variant: str, trained: Callable[[str, str], Trained], backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    t = _trained(family, variant, backbone_dirs)
+    t = trained(family, variant)
     method = VARIANTS[variant]["method"]
     processor = ECGProcessor.from_pretrained(str(backbone_dirs[family]))
     save_adapted(t.model, tmp_path / "run", processor)
@@ -187,8 +198,10 @@ def test_saved_adapter_holds_only_claimed_tensors_and_reloads_to_the_same_logits
 
 
 @pytest.mark.parametrize(("family", "variant"), SUPPORTED)
-def test_merged_model_is_a_plain_classifier_with_the_same_logits(family: str, variant: str, backbone_dirs: dict[str, Path]) -> None:
-    t = _trained(family, variant, backbone_dirs)
+def test_merged_model_is_a_plain_classifier_with_the_same_logits(
+    family: str, variant: str, trained: Callable[[str, str], Trained], backbone_dirs: dict[str, Path]
+) -> None:
+    t = trained(family, variant)
     assert get_method(VARIANTS[variant]["method"]).mergeable and not merge_blockers(t.model)
     merged = merge_adapter_for_deployment(copy.deepcopy(t.model))
     assert type(merged) is ECGClassifier and not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
