@@ -257,6 +257,8 @@ def test_oft_block_sizes_are_validated_against_every_target(backbone_dirs: dict[
     assert "r in [1, 2, 4, 8, 16] or oft_block_size in [2, 4, 8, 16, 32]" in str(err.value)
     with pytest.raises(UnsupportedAdaptationError, match="oft_block_size=3"):
         check_peft_method(st_mem, AdaptationConfig(method="oft", oft_block_size=3))
+    with pytest.raises(UnsupportedAdaptationError, match="OFT needs r .* or oft_block_size > 0"):
+        check_peft_method(st_mem, AdaptationConfig(method="oft", r=0))
     # peft itself would train something else than what was asked for, only warning about it:
     with pytest.warns(UserWarning, match=r"Adjusted `r`"):
         get_peft_model(copy.deepcopy(st_mem), OFTConfig(r=5, oft_block_size=0, target_modules=["to_qkv"]))

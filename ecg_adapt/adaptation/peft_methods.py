@@ -338,8 +338,9 @@ def _check_options(clf: ECGClassifier, config: AdaptationConfig) -> None:
             _fail("lora", clf, f"init_lora_weights={init!r} is not supported by ecg_adapt (it needs data, quantisation "
                   "or a pre-processing step that adapt() does not run)",
                   "Supported: True, False, 'gaussian', 'pissa', 'pissa_niter_<n>', 'olora'")
-    if method == "oft" and config.oft_block_size < 0:
-        _fail("oft", clf, f"oft_block_size must be >= 0, got {config.oft_block_size}")
+    if method == "oft" and (config.oft_block_size < 0 or (config.r == 0 and config.oft_block_size == 0)):
+        _fail("oft", clf, f"OFT needs r (blocks per layer) or oft_block_size > 0, got r={config.r}, "
+              f"oft_block_size={config.oft_block_size}")
     if method == "boft":
         if config.boft_block_size < 1 or config.boft_n_butterfly_factor < 1:
             _fail("boft", clf, f"boft_block_size ({config.boft_block_size}) and boft_n_butterfly_factor "
@@ -549,6 +550,8 @@ class ResidualInitLoraModel(PeftModel):
         if not kwargs.get("safe_serialization", True):
             raise NotImplementedError("A PiSSA/OLoRA model is saved as safetensors only")
         super().save_pretrained(str(save_directory), **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return  # peft wrote nothing on this rank
         folder = Path(save_directory)
         weights_path = folder / "adapter_model.safetensors"
         weights = load_file(str(weights_path))
@@ -594,8 +597,6 @@ def apply_peft(clf: ECGClassifier, config: AdaptationConfig) -> nn.Module:
         return PeftModel(clf, peft_config)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Merging
 
@@ -626,7 +627,7 @@ def check_mergeable(model: nn.Module) -> None:
         raise UnsupportedAdaptationError(
             f"{method} adapter of {_family_label(model.get_base_model())} cannot be merged: {first} "
             f"({len(blockers)} layer(s), e.g. {list(blockers)[:3]}). Deploy it unmerged (load_adapted), or train "
-            "without grouped convolutions in target_modules"
+            "with those layers left out of target_modules"
         )
 
 
@@ -635,7 +636,8 @@ def merge_adapter_for_deployment(model: nn.Module) -> ECGClassifier:
     head in place). ``save_adapted`` on the result writes a full model.
 
     Raises:
-        UnsupportedAdaptationError: the adapter has layers peft cannot merge (LoRA on grouped convolutions).
+        UnsupportedAdaptationError: the adapter has layers peft cannot merge (:func:`merge_blockers`: LoRA on grouped
+            convolutions, any adapter on a weight-normed layer).
 
     Example:
         >>> plain = merge_adapter_for_deployment(adapt(classifier, "lora"))   # doctest: +SKIP
