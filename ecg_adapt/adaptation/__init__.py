@@ -29,6 +29,7 @@ from .core import (
 )
 from .layout import BackboneLayout, backbone_layout
 from .modules import AdaptedModel
+from .peft_methods import check_mergeable, merge_adapter_for_deployment, support_matrix, support_matrix_markdown
 
 # Modules that register methods when imported (see config.register_method).
 _METHOD_MODULES = ("native", "peft_methods", "selective", "modules")
@@ -55,6 +56,10 @@ __all__ = [
     "ParameterCount",
     "UnsupportedAdaptationError",
     "adapt",
+    "check_mergeable",
+    "merge_adapter_for_deployment",
+    "support_matrix",
+    "support_matrix_markdown",
     "backbone_layout",
     "check_adaptation",
     "count_parameters",

@@ -53,8 +53,8 @@ class AdaptationConfig:
         method: one of :data:`METHODS` (``ecg-adapt methods`` prints the table of methods and families).
         r: rank (LoRA, LoHa, LoKr, VeRA) or number of OFT blocks (``r`` in peft).
         alpha: scaling numerator (``lora_alpha`` in peft's LoRA, ``alpha`` in LoHa/LoKr).
-        dropout: dropout on the adapter's input (``lora_dropout``; ``module_dropout`` for LoHa/LoKr/OFT/BOFT;
-            dropout inside bottleneck adapters and prompts).
+        dropout: the adapter's dropout: ``lora_dropout`` (LoRA), ``module_dropout`` (LoHa, LoKr, OFT),
+            ``boft_dropout``, ``vera_dropout``; inside bottleneck adapters and on prompts; IA³ has none.
         target_modules: module-name suffixes the peft methods wrap; ``None`` takes the family default.
         use_rslora: rank-stabilised LoRA scaling ``alpha/sqrt(r)``.
         use_dora: weight-decomposed LoRA (DoRA).

@@ -201,6 +201,10 @@ def merge_for_deployment(model: nn.Module) -> ECGClassifier:
             f"{config.method} cannot be merged into the backbone weights ({spec.trains}); deploy the adapted "
             "model as it is (load_adapted) instead"
         )
+    if spec is not None and spec.kind == "peft":
+        from .peft_methods import merge_adapter_for_deployment
+
+        return merge_adapter_for_deployment(model)  # refuses layers peft would merge wrongly or not at all
     merged = model.merge_and_unload()
     if not isinstance(merged, ECGClassifier):
         raise TypeError(f"merge_and_unload returned {type(merged).__name__}, expected ECGClassifier")
