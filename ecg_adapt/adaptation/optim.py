@@ -31,7 +31,7 @@ fewer than two dimensions, not to tables registered on the backbone model itself
 embeddings, which MAE/timm leave out through ``no_weight_decay()``) and not to the magnitude ``g`` of a
 weight-normed convolution (ECG-FM's positional conv: a gain, like a norm's weight).
 
-Example (what the trainer calls):
+Example (what the trainer calls; a 12-block backbone):
     >>> groups = parameter_groups(model, learning_rate=1e-4, head_learning_rate=1e-3, weight_decay=0.01,
     ...                           layerwise_lr_decay=0.75)                       # doctest: +SKIP
     >>> optimizer = torch.optim.AdamW(groups, lr=1e-4)                          # doctest: +SKIP

@@ -197,9 +197,9 @@ class _RecomputeKeepingBatchNormStats:
     """``block`` for ``torch.utils.checkpoint``: the first call is the forward pass; every later call is a
     recomputation in the backward pass, which must not update the BatchNorm running statistics a second time.
 
-    (A training BatchNorm is why checkpointing CNNs is usually avoided: the recomputation would count every
-    batch twice in the running averages. The recomputed output is the same: it normalises the same input with
-    the same batch statistics. Works with re-entrant and non-re-entrant checkpointing alike.)
+    (Recomputing a block whose BatchNorm trains would otherwise count every batch twice in the running averages.
+    The recomputed output is the same: it normalises the same input with the same batch statistics. Works with
+    re-entrant and non-re-entrant checkpointing alike.)
     """
 
     def __init__(self, block: nn.Module) -> None:
