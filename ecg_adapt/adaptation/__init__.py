@@ -29,6 +29,7 @@ from .core import (
 )
 from .layout import BackboneLayout, backbone_layout
 from .modules import AdaptedModel
+from .optim import parameter_groups
 from .peft_methods import check_mergeable, merge_adapter_for_deployment, support_matrix, support_matrix_markdown
 
 # Modules that register methods when imported (see config.register_method).
@@ -46,6 +47,8 @@ def _load_methods() -> None:
 
 _load_methods()
 
+from .selective import trainable_parameter_names  # noqa: E402  (after the method modules are registered)
+
 __all__ = [
     "AdaptedModel",
     "ADAPTATION_CONFIG_NAME",
@@ -58,6 +61,8 @@ __all__ = [
     "adapt",
     "check_mergeable",
     "merge_adapter_for_deployment",
+    "parameter_groups",
+    "trainable_parameter_names",
     "support_matrix",
     "support_matrix_markdown",
     "backbone_layout",

@@ -64,7 +64,8 @@ class AdaptationConfig:
         boft_block_size, boft_n_butterfly_factor: BOFT's block size and butterfly factor.
         num_trainable_blocks: ``partial``: how many of the last backbone blocks are trained.
         layerwise_lr_decay: learning-rate multiplier per block from the top (1.0 = none); used by ``full`` and
-            ``partial``: block ``i`` of ``L`` gets ``lr * decay ** (L - i)``, the embeddings ``lr * decay ** L``.
+            ``partial``: block ``i`` of ``L`` (``i = 1..L``, the top block gets ``lr``) gets ``lr * decay ** (L - i)``,
+            the embeddings below block 1 ``lr * decay ** L``; the head keeps ``training.head_learning_rate``.
         adapter_reduction_factor: bottleneck width = hidden size // factor (Houlsby, Pfeiffer, conv adapters).
         adapter_non_linearity: activation inside bottleneck adapters (``gelu``, ``relu``, ``silu``, ``tanh``).
         conv_adapter_kernel_size: odd kernel of the depthwise temporal conv inside conv adapters (1 = none).

@@ -182,6 +182,8 @@ def backbone_layout(backbone: nn.Module) -> BackboneLayout:
     if key not in _BLOCK_RULES:
         raise ValueError(f"No block layout is known for backbone family {key!r}; known: {sorted(_BLOCK_RULES)}")
     kind, pattern, post = _BLOCK_RULES[key]
+    if key == "ecg_fm" and not getattr(backbone.config, "layer_norm_first", False):
+        post = ()  # post-LN (the released model): encoder.layer_norm runs before the first layer
     rx = re.compile(pattern)
     names, blocks = [], []
     for name, module in backbone.named_modules():

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..adaptation.core import adapt, count_parameters, save_adapted
+from ..adaptation.optim import parameter_groups
 from ..data.cache import WindowDataset, build_cache, make_loader
 from ..data import SOURCES, LabelledSource, open_source
 from ..data.ptbxl import PTBXL
@@ -299,21 +300,16 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     model = adapt(model, recipe.adaptation)
     params = count_parameters(model)
 
-    # Parameter groups: weight decay only on matrices; the fresh head may have its own learning rate.
-    head_lr = tr.head_learning_rate or tr.learning_rate
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            is_head = ".classifier." in f".{name}." and "lora_" not in name
-            decays = p.ndim >= 2 and "norm" not in name.lower()
-            groups.setdefault((is_head, decays), []).append(p)
+    # Parameter groups: the fresh head at its own rate, layer-wise decay below the top block, weight decay only
+    # on weight matrices (see ecg_adapt.adaptation.optim).
     optimizer = torch.optim.AdamW(
-        [
-            {"params": ps, "lr": head_lr if is_head else tr.learning_rate, "weight_decay": tr.weight_decay if decays else 0.0}
-            for (is_head, decays), ps in groups.items()
-        ],
+        parameter_groups(model, learning_rate=tr.learning_rate, head_learning_rate=tr.head_learning_rate,
+                         weight_decay=tr.weight_decay, layerwise_lr_decay=recipe.adaptation.layerwise_lr_decay),
         lr=tr.learning_rate,
     )
+    for g in optimizer.param_groups:
+        logger.debug("param group %s: %d tensors, lr %.3g, weight decay %g", g["name"], len(g["params"]), g["lr"],
+                     g["weight_decay"])
     steps_per_epoch = math.ceil(math.ceil(len(datasets["train"]) / (tr.per_device_train_batch_size * accelerator.num_processes))
                                 / tr.gradient_accumulation_steps)
     total_steps = tr.max_steps if tr.max_steps > 0 else math.ceil(tr.num_train_epochs * steps_per_epoch)

@@ -153,7 +153,7 @@ class ECGJEPAEncoderBlocks(nn.Module):
     def __init__(self, config: ECGJEPAConfig) -> None:
         super().__init__()
         n = config.num_hidden_layers
-        rates = [float(r) for r in torch.linspace(0, float(config.drop_path_rate), n)] if n > 0 else []
+        rates = [float(r) for r in torch.linspace(0, float(config.drop_path_rate), n, device="cpu")] if n > 0 else []
         self.blocks = nn.ModuleList([ECGJEPABlock(config, i, rates[i]) for i in range(n)])
 
     def forward(
