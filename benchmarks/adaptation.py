@@ -75,6 +75,7 @@ def _by_hand_model(family: str, config, r: int):
         plain = HubertConfig(**{k: v for k, v in config.to_dict().items() if k in HubertConfig().to_dict()})
         plain.apply_spec_augment = False  # as ecg_adapt's prepare_for_finetuning
         plain.mask_time_prob = 0.0
+        plain.layerdrop = 0.0  # the same compute as ecg_adapt (whose backbone_layerdrop defaults to 0)
         encoder = HubertModel(plain)
         if hasattr(encoder, "masked_spec_embed"):
             del encoder.masked_spec_embed

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ecg_adapt import ECGClassifier, load_backbone, load_processor
+from ecg_adapt import ECGClassifier, adapt, load_backbone, load_processor
 from ecg_adapt.data import read_wfdb
 from ecg_adapt.models import CheckpointMismatchError
 from ecg_adapt.models.hubert_ecg import HubertECGConfig, HubertECGModel, convert_hubert_ecg, load_original
@@ -212,3 +212,29 @@ def test_released_variant_table_parameter_counts_match_the_configs() -> None:
         with torch.device("meta"):
             model = HubertECGModel(HubertECGConfig(**v["config"], mask_time_prob=0.0))
         assert sum(p.numel() for p in model.parameters()) == v["parameters"], v["name"]
+
+
+def test_frozen_feature_encoder_is_not_backpropagated_through_and_gradients_are_unchanged(monkeypatch) -> None:
+    """With every conv weight frozen (LoRA), the conv stack's input no longer requires grad: same gradients."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_backbones import tiny_batch, tiny_classifier
+
+    def lora_grads(force_input_grad: bool) -> tuple[bool, dict]:
+        clf = tiny_classifier("hubert_ecg")
+        if force_input_grad:  # the behaviour before: transformers' default
+            monkeypatch.setattr(type(clf.backbone), "_reentrant_checkpointing", lambda self: True)
+        model = adapt(clf, "lora", r=4, dropout=0.0).train()
+        model(**tiny_batch(clf), labels=torch.ones(2, 3)).loss.backward()
+        monkeypatch.undo()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return clf.backbone.feature_extractor._requires_grad, grads
+
+    skipped, fast = lora_grads(False)
+    forced, slow = lora_grads(True)
+    assert skipped is False and forced is True
+    assert fast.keys() == slow.keys() and all(torch.allclose(fast[k], slow[k], atol=1e-7) for k in fast)
+    full = adapt(tiny_classifier("hubert_ecg"), "full").train()
+    full(**tiny_batch(full))
+    assert full.backbone.feature_extractor._requires_grad is True  # trainable convs keep their gradients

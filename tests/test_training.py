@@ -156,3 +156,28 @@ def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Pat
     r["data"]["augmentations"] = [{"name": "gausian_noise"}]
     with pytest.raises(RecipeError, match="data.augmentations: .*did you mean 'gaussian_noise'"):
         train(Recipe.from_dict(r))
+
+
+@pytest.mark.parametrize("adaptation", [
+    {"method": "prompt_tuning", "prompt_depth": "deep", "num_prompt_tokens": 4},
+    {"method": "partial", "num_trainable_blocks": 1, "layerwise_lr_decay": 0.5},
+    {"method": "ia3"},
+])
+def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, data_root: Path, samples: Path,
+                                                             adaptation: dict) -> None:
+    """Every method kind goes through the same loop, save and Predictor (module, native with LLRD, peft)."""
+    from ecg_adapt.adaptation import read_adaptation_config
+    from ecg_adapt.inference import Predictor
+    from ecg_adapt.data import read_wfdb
+
+    r = _recipe(tmp_path, data_root, max_steps=2, save_strategy="no")
+    r["adaptation"] = adaptation
+    metrics = train(Recipe.from_dict(r))
+    model_dir = tmp_path / "run" / "model"
+    assert read_adaptation_config(model_dir).method == adaptation["method"]
+    assert not (model_dir / "model.safetensors").exists()  # only what was trained
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    predictor = Predictor.from_pretrained(model_dir)
+    preds = predictor.predict([read_wfdb(samples / "cinc2021" / "HR06000")])
+    probs = preds[0].probabilities
+    assert set(probs) == {"CD", "HYP", "MI", "NORM", "STTC"} and all(0.0 <= p <= 1.0 for p in probs.values())

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -94,6 +95,20 @@ class LabelledSource(Protocol):
     def fingerprint(self) -> dict[str, object]: ...
 
 
+def read_each(
+    ids: Iterable[Any], read: Callable[[Any], ECGRecord], on_error: OnError = "skip"
+) -> Iterator[tuple[Any, ECGRecord | RecordError]]:
+    """``(id, read(id))`` for each id, or ``(id, RecordError)`` for one that cannot be used (with
+    ``on_error="raise"`` the error is raised instead): ``iter_records`` of a source with one file per unit."""
+    for rid in ids:
+        try:
+            yield rid, read(rid)
+        except RecordError as e:
+            if on_error == "raise":
+                raise
+            yield rid, e
+
+
 SourceOpener = Callable[..., LabelledSource]
 SOURCES: dict[str, SourceOpener] = {}
 
@@ -110,4 +125,4 @@ def open_source(name: str, path: str | os.PathLike, **kwargs: Any) -> LabelledSo
     return SOURCES[name](path, **kwargs)
 
 
-__all__ = ["LabelledSource", "OnError", "SOURCES", "SkipReport", "open_source", "register_source"]
+__all__ = ["LabelledSource", "OnError", "SOURCES", "SkipReport", "open_source", "read_each", "register_source"]

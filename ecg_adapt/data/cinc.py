@@ -66,7 +66,7 @@ import scipy.io
 
 from ..tasks.challenge import ChallengeTask, class_codes, load_weights
 from ..tasks.task import ClassificationTask
-from .base import OnError, SkipReport, register_source
+from .base import OnError, SkipReport, read_each, register_source
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
@@ -553,14 +553,8 @@ class CinC2021:
     def iter_records(self, ids: list[str] | None = None) -> Iterator[tuple[str, ECGRecord | RecordError]]:
         """Yield ``(record_id, record)``, or ``(record_id, RecordError)`` for one that cannot be used (raised
         instead with ``on_error="raise"``)."""
-        for rid in ids if ids is not None else list(self.records.index):
-            rid = str(rid)
-            try:
-                yield rid, self.read(rid)
-            except RecordError as e:
-                if self.on_error == "raise":
-                    raise
-                yield rid, e
+        ids = [str(r) for r in (ids if ids is not None else self.records.index)]
+        yield from read_each(ids, self.read, self.on_error)
 
     def fingerprint(self) -> dict[str, object]:
         """What identifies the signals of this source in a cache key."""

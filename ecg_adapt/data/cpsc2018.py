@@ -45,7 +45,7 @@ import scipy.io
 from sklearn.metrics import f1_score
 
 from ..tasks.task import ClassificationTask
-from .base import OnError, SkipReport, register_source
+from .base import OnError, SkipReport, read_each, register_source
 from .cinc import check_split_fractions, hash_split, mat_error_reason, signal_problems
 from .record import ECGRecord, RecordError
 
@@ -304,14 +304,8 @@ class CPSC2018:
 
     def iter_records(self, ids: list[str] | None = None) -> Iterator[tuple[str, ECGRecord | RecordError]]:
         """Yield ``(record_id, record)``, or ``(record_id, RecordError)`` (raised with ``on_error="raise"``)."""
-        for rid in ids if ids is not None else list(self.records.index):
-            rid = str(rid)
-            try:
-                yield rid, self.read(rid)
-            except RecordError as e:
-                if self.on_error == "raise":
-                    raise
-                yield rid, e
+        ids = [str(r) for r in (ids if ids is not None else self.records.index)]
+        yield from read_each(ids, self.read, self.on_error)
 
     def fingerprint(self) -> dict[str, object]:
         """What identifies the signals of this source in a cache key."""

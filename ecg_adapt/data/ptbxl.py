@@ -25,6 +25,7 @@ from typing import Iterator, Literal
 import pandas as pd
 
 from ..tasks.task import ClassificationTask
+from .base import read_each
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
@@ -171,11 +172,7 @@ class PTBXL:
 
     def iter_records(self, ids: list[int] | None = None) -> Iterator[tuple[int, ECGRecord | RecordError]]:
         """Yield ``(ecg_id, record)``, or ``(ecg_id, RecordError)`` for a record that cannot be read."""
-        for ecg_id in ids if ids is not None else list(self.database.index):
-            try:
-                yield int(ecg_id), self.read(int(ecg_id))
-            except RecordError as e:
-                yield int(ecg_id), e
+        yield from read_each([int(i) for i in (ids if ids is not None else self.database.index)], self.read)
 
     def fingerprint(self) -> dict[str, object]:
         """What identifies this source in a cache key."""

@@ -186,13 +186,15 @@ class ECGClassifier(PreTrainedModel):
     ) -> ECGClassifierOutput:
         pooled, hidden = self.embed(input_values, attention_mask)
         logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "single_label_classification":
-                loss = nn.functional.cross_entropy(logits, labels.long())
-            else:
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled, last_hidden_state=hidden)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Cross-entropy on class indices (``single_label_classification``), else BCE on multi-hot labels."""
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits, labels.long())
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
 AutoConfig.register("ecg_classifier", ECGClassifierConfig, exist_ok=True)

@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .classifier import _PROBLEM_TYPES, ECGClassifier, ECGClassifierConfig
+from .classifier import _PROBLEM_TYPES, ECGClassifier, ECGClassifierConfig, classification_loss
 
 SEQUENCE_MODELS = ("gru", "transformer", "none")
 
@@ -316,12 +316,7 @@ class ECGSequenceClassifier(PreTrainedModel):
             centre = embeddings[:, c] + self.context_encoder(embeddings, present)
         head = self.window_classifier
         logits = head.classifier(head.dropout(centre))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "single_label_classification":
-                loss = nn.functional.cross_entropy(logits, labels.long())
-            else:
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ECGSequenceClassifierOutput(loss=loss, logits=logits, pooled=centre, window_embeddings=embeddings)
 
 

@@ -53,6 +53,23 @@ class HubertECGModel(HubertModel):
             raise ValueError(f"attention mask gives {mask.shape[1]} frames but the features have {n_frames}")
         return mask
 
+    def forward(self, input_values: torch.Tensor | None = None, *args, **kwargs):  # noqa: D102 (HubertModel's)
+        # transformers' feature encoder marks its input as requiring grad whenever it is in training mode, so that
+        # reentrant checkpointing sees a differentiable input. When adaptation froze every conv weight (LoRA and
+        # the other adapters, linear probes) that builds a graph through the conv stack and backpropagates through
+        # it for nothing; skip it unless a weight there trains or reentrant checkpointing needs it.
+        fe = self.feature_extractor
+        fe._requires_grad = any(p.requires_grad for p in fe.parameters()) or self._reentrant_checkpointing()
+        return super().forward(input_values, *args, **kwargs)
+
+    def _reentrant_checkpointing(self) -> bool:
+        for module in self.modules():
+            if getattr(module, "gradient_checkpointing", False):
+                func = getattr(module, "_gradient_checkpointing_func", None)
+                if func is not None and getattr(func, "keywords", {}).get("use_reentrant", True):
+                    return True
+        return False
+
     def _get_feature_vector_attention_mask(self, feature_vector_length: int, attention_mask: torch.LongTensor):
         return self.frame_mask(attention_mask, feature_vector_length)
 
