@@ -32,8 +32,8 @@ Three rules hold for all three methods:
   trained blocks and above them works as in full fine-tuning. ``bitfit`` and ``norm_tuning`` have trainable
   parameters throughout the backbone, so its dropout stays active, as in the BitFit paper's fine-tuning.
 
-Frozen modules are put in eval mode by a forward pre-hook on the classifier, at the start of every forward pass
-in training mode (whatever ``train()`` did before, including a family's own ``train`` override, such as MERL's).
+Frozen modules are recorded in ``ECGClassifier.eval_in_train``: ``classifier.train()`` puts them back in eval mode
+after every submodule's own ``train`` (including a family's override, such as MERL's).
 
 Example:
     >>> model = adapt(classifier, "partial", num_trainable_blocks=2)            # doctest: +SKIP
@@ -64,8 +64,6 @@ logger = logging.getLogger(__name__)
 # Fp32GroupNorm, torch's BatchNorm1d/2d/SyncBatchNorm).
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
 
-_EVAL_MODULES_ATTR = "_ecg_adapt_eval_in_train"
-_EVAL_HOOK_ATTR = "_ecg_adapt_eval_in_train_hook"
 
 
 # ----------------------------------------------------------------------------------------------- used parameters
@@ -197,24 +195,12 @@ def _modules_kept_in_eval(clf: ECGClassifier, config: AdaptationConfig) -> list[
     return [m for _, m in keep]
 
 
-def _eval_frozen_modules(clf: nn.Module, args: tuple) -> None:
-    """Forward pre-hook: in training mode, put the modules recorded by the method back in eval mode."""
-    if clf.training:
-        for module in getattr(clf, _EVAL_MODULES_ATTR):
-            if module.training:
-                module.eval()
-
-
 def keep_in_eval_during_training(clf: ECGClassifier, modules: list[nn.Module]) -> None:
-    """Make ``modules`` (submodules of ``clf``) run in eval mode whenever ``clf`` runs in training mode.
-
-    Replaces what an earlier call recorded; an empty list removes the hook.
-    """
-    old = getattr(clf, _EVAL_HOOK_ATTR, None)
-    if old is not None:
-        old.remove()
-    setattr(clf, _EVAL_MODULES_ATTR, tuple(modules))
-    setattr(clf, _EVAL_HOOK_ATTR, clf.register_forward_pre_hook(_eval_frozen_modules) if modules else None)
+    """Make ``modules`` (submodules of ``clf``) stay in eval mode whenever ``clf`` is put in training mode
+    (``ECGClassifier.eval_in_train``). Replaces what an earlier call recorded."""
+    clf.eval_in_train = tuple(modules)
+    if clf.training:
+        clf.train()
 
 
 # ------------------------------------------------------------------------------------------------------ methods

@@ -117,11 +117,17 @@ class ECGClassifier(PreTrainedModel):
 
     # Set by ecg_adapt.adapt(method="linear_probe"): a frozen backbone stays in eval mode while training.
     freeze_backbone_in_train: bool = False
+    # Frozen submodules that compute fixed features (set by adaptation methods): kept in eval mode in training,
+    # so their dropout is off and their BatchNorm statistics stay as pretrained.
+    eval_in_train: tuple[nn.Module, ...] = ()
 
     def train(self, mode: bool = True) -> "ECGClassifier":
         super().train(mode)
         if mode and self.freeze_backbone_in_train:
             self.backbone.eval()
+        if mode:
+            for module in self.eval_in_train:
+                module.eval()
         return self
 
     @classmethod
