@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/transfer"))
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--pretrain-epochs", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=4, help="budget of every adaptation run")
+    ap.add_argument("--epochs", type=int, default=8, help="budget of every adaptation run")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--method", action="append", choices=list(METHODS), help="only these (repeatable)")
     args = ap.parse_args()
