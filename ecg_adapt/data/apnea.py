@@ -40,7 +40,7 @@ import pandas as pd
 import wfdb
 
 from ..tasks.task import ClassificationTask
-from .base import OnError, SkipReport
+from .base import OnError, SkipReport, index_records
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
@@ -450,12 +450,7 @@ class ApneaECG:
     def index(self) -> dict[str, _RecordMinutes]:
         """The labelled minutes of every usable record (built on first use; headers and labels only)."""
         if self._index is None:
-            index = {}
-            for record in self.records:
-                m = self._read_index(record)
-                if m is not None:
-                    index[record] = m
-            self._index = index
+            index = self._index = index_records(self.records, self._read_index)
             edge = sum(int((~m.usable).sum()) for m in index.values())
             if edge:
                 logger.info("Apnea-ECG: %d labelled minutes lack %d min of context on one side and are left out",

@@ -109,6 +109,17 @@ def read_each(
             yield rid, e
 
 
+def index_records(records: Iterable[str], read_index: Callable[[str], Any | None]) -> dict[str, Any]:
+    """``{record: read_index(record)}`` for the records whose index could be built (``None`` = left out, the
+    reader having reported why): the lazy per-recording index of the long-recording sources."""
+    index = {}
+    for record in records:
+        entry = read_index(record)
+        if entry is not None:
+            index[record] = entry
+    return index
+
+
 SourceOpener = Callable[..., LabelledSource]
 SOURCES: dict[str, SourceOpener] = {}
 
@@ -125,4 +136,4 @@ def open_source(name: str, path: str | os.PathLike, **kwargs: Any) -> LabelledSo
     return SOURCES[name](path, **kwargs)
 
 
-__all__ = ["LabelledSource", "OnError", "SOURCES", "SkipReport", "open_source", "read_each", "register_source"]
+__all__ = ["LabelledSource", "OnError", "SOURCES", "SkipReport", "index_records", "open_source", "read_each", "register_source"]

@@ -38,7 +38,7 @@ import pandas as pd
 import wfdb
 
 from ..tasks.task import ClassificationTask
-from .base import OnError, SkipReport
+from .base import OnError, SkipReport, index_records
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
@@ -262,12 +262,7 @@ class CPSC2021:
     def index(self) -> dict[str, _RecordWindows]:
         """The windows of every usable record (built on first use from headers and annotations)."""
         if self._index is None:
-            index = {}
-            for record in self.records:
-                w = self._read_index(record)
-                if w is not None:
-                    index[record] = w
-            self._index = index
+            self._index = index_records(self.records, self._read_index)
             self.report.log()
         return self._index
 

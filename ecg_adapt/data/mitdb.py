@@ -40,7 +40,7 @@ import pandas as pd
 import wfdb
 
 from ..tasks.task import ClassificationTask
-from .base import OnError, SkipReport
+from .base import OnError, SkipReport, index_records
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
@@ -242,12 +242,7 @@ class MITBIHArrhythmia:
     def index(self) -> dict[str, _RecordBeats]:
         """The beat index of every usable record (built on first use from headers and annotations only)."""
         if self._index is None:
-            index = {}
-            for record in self.records:
-                beats = self._read_index(record)
-                if beats is not None:
-                    index[record] = beats
-            self._index = index
+            index = self._index = index_records(self.records, self._read_index)
             edge = sum(int((~b.in_window).sum()) for b in index.values())
             logger.info("MIT-BIH: %d beats indexed in %d records; %d beats too close to a record end for a centred "
                         "%.2f s window are left out", sum(len(b.samples) for b in index.values()), len(index), edge,

@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class SleepRecording:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class SleepStagingSource:
+class SleepStagingSource(ABC):
     """What slpdb, SHHS and MESA share: epochs as units, stage tasks, subject splits, one read per recording.
 
     Subclasses find the recordings (:meth:`_candidates`), index one (:meth:`_index`: rate, length, subject,
@@ -233,17 +234,17 @@ class SleepStagingSource:
     # ------------------------------------------------------------------ to implement
     root: Path
 
+    @abstractmethod
     def _candidates(self) -> list[str]:
         """Names of all recordings found on disk (sorted)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _index(self, record: str) -> SleepRecording:
         """Headers and annotations of one recording (no signal). Raises :class:`RecordError`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read_ecg(self, recording: SleepRecording) -> np.ndarray:
         """The whole ECG of one recording, shape ``(n_samples,)`` in mV. Raises :class:`RecordError`."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ epochs
     def epoch_samples(self, sampling_rate: float) -> int:
