@@ -20,7 +20,8 @@ import torch
 from ecg_adapt import ECGClassifier, adapt, save_adapted
 from ecg_adapt.inference import Predictor, find_inputs, read_input
 from ecg_adapt.models import FAMILIES, released_variants
-from ecg_adapt.processing import ECGProcessor, aggregate_windows
+from ecg_adapt.processing import ECGProcessor
+from ecg_adapt.tasks import aggregate_windows
 
 
 def main() -> None:

@@ -11,44 +11,69 @@ Quickstart::
     task = PTBXL("/data/ptb-xl", sampling_rate=100).task("superdiagnostic")
     model = ECGClassifier.from_backbone(backbone, task.labels)
     model = adapt(model, "lora", r=8)                       # or any of ecg_adapt.adaptation.METHODS
+
+The names below are imported on first use (PEP 562 module ``__getattr__``, as transformers' ``_LazyModule``):
+``import ecg_adapt`` itself imports neither torch nor transformers, so the command line answers ``--help`` at
+once. ``from ecg_adapt import X`` works as with eager imports; type checkers read the ``TYPE_CHECKING`` block.
 """
 
-from .adaptation import AdaptationConfig, adapt, count_parameters, load_adapted, save_adapted
-from .data import PTBXL, SOURCES, ContextWindowDataset, ECGRecord, RecordError, build_cache, open_source, read_wfdb
-from .inference import Predictor
-from .models import ECGClassifier, ECGClassifierConfig, ECGSequenceClassifier, load_backbone, load_processor
-from .processing import Augmenter, ECGProcessor, SignalContract, aggregate_windows
-from .tasks import ClassificationTask
-from .training import Recipe, train
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "PTBXL",
-    "SOURCES",
-    "Augmenter",
-    "ContextWindowDataset",
-    "ECGSequenceClassifier",
-    "open_source",
-    "AdaptationConfig",
-    "ClassificationTask",
-    "ECGClassifier",
-    "ECGClassifierConfig",
-    "ECGProcessor",
-    "ECGRecord",
-    "Predictor",
-    "Recipe",
-    "RecordError",
-    "SignalContract",
-    "adapt",
-    "aggregate_windows",
-    "build_cache",
-    "count_parameters",
-    "load_adapted",
-    "load_backbone",
-    "load_processor",
-    "read_wfdb",
-    "save_adapted",
-    "train",
-    "__version__",
-]
+from ._version import __version__
+
+# Public name -> the submodule that defines it (imported on first access).
+_LAZY_NAMES: dict[str, str] = {
+    "AdaptationConfig": "adaptation",
+    "adapt": "adaptation",
+    "count_parameters": "adaptation",
+    "load_adapted": "adaptation",
+    "save_adapted": "adaptation",
+    "PTBXL": "data",
+    "SOURCES": "data",
+    "ContextWindowDataset": "data",
+    "ECGRecord": "data",
+    "RecordError": "data",
+    "build_cache": "data",
+    "open_source": "data",
+    "read_wfdb": "data",
+    "Predictor": "inference",
+    "ECGClassifier": "models",
+    "ECGClassifierConfig": "models",
+    "ECGSequenceClassifier": "models",
+    "load_backbone": "models",
+    "load_processor": "models",
+    "Augmenter": "processing",
+    "ECGProcessor": "processing",
+    "SignalContract": "processing",
+    "ClassificationTask": "tasks",
+    "aggregate_windows": "tasks",
+    "Recipe": "training",
+    "train": "training",
+}
+
+__all__ = [*_LAZY_NAMES, "__version__"]
+
+if TYPE_CHECKING:
+    from .adaptation import AdaptationConfig, adapt, count_parameters, load_adapted, save_adapted
+    from .data import PTBXL, SOURCES, ContextWindowDataset, ECGRecord, RecordError, build_cache, open_source, read_wfdb
+    from .inference import Predictor
+    from .models import ECGClassifier, ECGClassifierConfig, ECGSequenceClassifier, load_backbone, load_processor
+    from .processing import Augmenter, ECGProcessor, SignalContract
+    from .tasks import ClassificationTask, aggregate_windows
+    from .training import Recipe, train
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -275,14 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .hub import HubError
-    from .training.recipe import RecipeError
-
     try:
         return args.func(args)
-    except (RecipeError, FileNotFoundError, FileExistsError, HubError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"ecg-adapt: error: {e}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a user fixes by changing their input: printed as one line, without a traceback.
+
+    Read from the modules already imported rather than imported here: importing the hub or the recipe module
+    would load torch, transformers and peft for every command (``--help`` included), and a command that never
+    imported them cannot raise their exceptions.
+    """
+    errors: list[type[Exception]] = [FileNotFoundError, FileExistsError]
+    for module, name in (("ecg_adapt.training.recipe", "RecipeError"), ("ecg_adapt.hub.errors", "HubError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            errors.append(getattr(loaded, name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":

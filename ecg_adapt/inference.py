@@ -16,7 +16,8 @@ from .adaptation.core import load_adapted
 from .data.edf import read_edf
 from .data.record import ECGRecord, RecordError, read_wfdb
 from .models.classifier import ECGClassifier
-from .processing.processor import ECGProcessor, aggregate_windows
+from .processing.processor import ECGProcessor
+from .tasks.windows import aggregate_windows
 
 
 @dataclass

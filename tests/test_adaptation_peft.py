@@ -25,11 +25,10 @@ from tiny_backbones import TINY_CONFIGS, tiny_backbone, tiny_batch
 from torch import nn
 
 from ecg_adapt import ECGClassifier, adapt, load_adapted, load_backbone, save_adapted
-from ecg_adapt.adaptation import AdaptationConfig, UnsupportedAdaptationError, get_method
+from ecg_adapt.adaptation import AdaptationConfig, UnsupportedAdaptationError, get_method, merge_for_deployment
 from ecg_adapt.adaptation.peft_methods import (
     MATRIX_COLUMNS,
     check_peft_method,
-    merge_adapter_for_deployment,
     merge_blockers,
     peft_config_for,
     support_matrix,
@@ -203,7 +202,7 @@ def test_merged_model_is_a_plain_classifier_with_the_same_logits(
 ) -> None:
     t = trained(family, variant)
     assert get_method(VARIANTS[variant]["method"]).mergeable and not merge_blockers(t.model)
-    merged = merge_adapter_for_deployment(copy.deepcopy(t.model))
+    merged = merge_for_deployment(copy.deepcopy(t.model))
     assert type(merged) is ECGClassifier and not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
     with torch.no_grad():
         torch.testing.assert_close(merged(input_values=t.x).logits, t.logits, rtol=0, atol=1e-5)
@@ -290,7 +289,7 @@ def test_lora_on_grouped_convolutions_trains_but_is_not_mergeable(backbone_dirs:
     model = adapt(founder, "lora", r=6, target_modules=["conv2.conv"])
     assert len(merge_blockers(model)) == 3  # the three blocks with groups > 1
     with pytest.raises(UnsupportedAdaptationError, match="cannot be merged: LoRA on a grouped Conv1d"):
-        merge_adapter_for_deployment(model)
+        merge_for_deployment(model)
     with pytest.raises(NotImplementedError, match="groups > 1"):  # what peft would have done
         model.merge_and_unload()
 
@@ -307,7 +306,7 @@ def test_merging_into_a_weight_normed_layer_is_refused(backbone_dirs: dict[str, 
     with torch.no_grad():
         adapted = model(input_values=x).logits
     with pytest.raises(UnsupportedAdaptationError, match="parametrised weight"):
-        merge_adapter_for_deployment(model)
+        merge_for_deployment(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         silently_wrong = model.merge_and_unload()(input_values=x).logits

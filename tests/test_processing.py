@@ -12,10 +12,10 @@ from ecg_adapt.processing import (
     Resample,
     SignalContract,
     Window,
-    aggregate_windows,
     canonical_lead_name,
     map_leads,
 )
+from ecg_adapt.tasks import aggregate_windows
 
 LEADS3 = ("I", "II", "V1")
 

@@ -30,7 +30,7 @@ from .core import (
 from .layout import BackboneLayout, backbone_layout
 from .modules import AdaptedModel
 from .optim import parameter_groups
-from .peft_methods import check_mergeable, merge_adapter_for_deployment, support_matrix, support_matrix_markdown
+from .peft_methods import check_mergeable, support_matrix, support_matrix_markdown
 
 # Modules that register methods when imported (see config.register_method).
 _METHOD_MODULES = ("native", "peft_methods", "selective", "modules")
@@ -60,7 +60,6 @@ __all__ = [
     "UnsupportedAdaptationError",
     "adapt",
     "check_mergeable",
-    "merge_adapter_for_deployment",
     "parameter_groups",
     "trainable_parameter_names",
     "support_matrix",

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from ..utils import did_you_mean
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -37,8 +39,8 @@ Method = Literal[
 ]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
-# Keys of adaptation_config.json files written before the generic names (r, alpha, ...) existed.
-_LEGACY_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
+# peft's LoRA spellings, accepted as aliases of the shared names (``adapt(clf, "lora", lora_r=16)``).
+_PEFT_ALIASES = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
 
 
 class UnsupportedAdaptationError(ValueError):
@@ -98,11 +100,8 @@ class AdaptationConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            import difflib
-
-            close = difflib.get_close_matches(str(self.method), METHODS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"Unknown adaptation method {self.method!r}{hint}; available: {list(METHODS)}")
+            raise ValueError(f"Unknown adaptation method {self.method!r}{did_you_mean(self.method, METHODS)}; "
+                             f"available: {list(METHODS)}")
         if self.r < 0 or (self.r == 0 and self.method not in ("oft",)):
             raise ValueError(f"r must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -129,8 +128,9 @@ class AdaptationConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdaptationConfig":
-        """Build from a dict (unknown keys are an error; keys written by older versions are renamed)."""
-        d = {_LEGACY_KEYS.get(k, k): v for k, v in d.items()}
+        """Build from a dict (unknown keys are an error; peft's ``lora_r``/``lora_alpha``/``lora_dropout``/
+        ``lora_target_modules`` are read as ``r``/``alpha``/``dropout``/``target_modules``)."""
+        d = {_PEFT_ALIASES.get(k, k): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known - {"ecg_adapt_version", "backbone_name_or_path", "trainable_parameters", "kind"}
         if unknown:

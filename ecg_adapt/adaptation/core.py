@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,13 @@ from torch import nn
 from ..models.classifier import ECGClassifier, ECGClassifierConfig
 from ..models.registry import load_backbone
 from ..processing.processor import ECGProcessor
+from ..utils import atomic_folder
 from .config import METHODS, AdaptationConfig, UnsupportedAdaptationError, get_method
 
 logger = logging.getLogger(__name__)
 
 ADAPTATION_CONFIG_NAME = "adaptation_config.json"
 TRAINED_WEIGHTS_NAME = "adapter_model.safetensors"
-LEGACY_HEAD_WEIGHTS_NAME = "classifier.safetensors"  # linear-probe folders written before 0.2
 
 
 @dataclass
@@ -145,11 +144,7 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
             f"{config.method} saves only the trained weights, so the backbone must be reloadable: "
             "load it with load_backbone(path_or_hub_id) (or save it and set config.backbone_name_or_path)"
         )
-    tmp = dst.with_name(dst.name + ".tmp-save")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(dst, suffix=".tmp-save") as tmp:
         if config.method == "full":
             clf.save_pretrained(tmp)
         elif spec.kind == "native":
@@ -168,28 +163,25 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
         if processor is not None:
             processor.check_compatible(clf.signal_contract)
             processor.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.exists():
-        old = dst.with_name(dst.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dst)
     return dst
 
 
 def merge_for_deployment(model: nn.Module) -> ECGClassifier:
-    """A plain :class:`ECGClassifier` computing the same function as an adapted model, for deployment.
+    """A plain :class:`ECGClassifier` computing the same function as an adapted model, for deployment (the one
+    merge verb of ecg_adapt; the models' own ``merge_and_unload`` is peft's, without these checks).
 
     Native methods already are one (the trained weights live in the classifier). Mergeable peft methods are
-    folded into the backbone weights (``merge_and_unload``). Methods that cannot be folded (bottleneck adapters
-    and prompts add computation; some peft layer types refuse to merge) raise
-    :class:`UnsupportedAdaptationError` saying why.
+    folded into the backbone weights (``merge_and_unload``) and returned frozen, in eval mode, with the trained
+    head in place; ``save_adapted`` on the result writes a full model. Methods that cannot be folded
+    (bottleneck adapters and prompts add computation) raise :class:`UnsupportedAdaptationError` saying why.
+
+    Raises:
+        UnsupportedAdaptationError: the method does not merge, or the adapter has layers peft cannot merge
+            correctly (:func:`~ecg_adapt.adaptation.peft_methods.merge_blockers`: LoRA on grouped convolutions,
+            any adapter on a weight-normed layer).
+
+    Example:
+        >>> plain = merge_for_deployment(adapt(classifier, "lora"))   # doctest: +SKIP
     """
     config: AdaptationConfig | None = getattr(model, "adaptation_config", None)
     clf = _classifier_of(model)
@@ -201,14 +193,15 @@ def merge_for_deployment(model: nn.Module) -> ECGClassifier:
             f"{config.method} cannot be merged into the backbone weights ({spec.trains}); deploy the adapted "
             "model as it is (load_adapted) instead"
         )
-    if spec is not None and spec.kind == "peft":
-        from .peft_methods import merge_adapter_for_deployment
+    if isinstance(model, PeftModel):
+        from .peft_methods import check_mergeable
 
-        return merge_adapter_for_deployment(model)  # refuses layers peft would merge wrongly or not at all
+        check_mergeable(model)  # refuses layers peft would merge wrongly or not at all
     merged = model.merge_and_unload()
     if not isinstance(merged, ECGClassifier):
         raise TypeError(f"merge_and_unload returned {type(merged).__name__}, expected ECGClassifier")
-    return merged
+    merged.requires_grad_(False)
+    return merged.eval()
 
 
 def read_adaptation_config(path: str | os.PathLike) -> AdaptationConfig:
@@ -241,10 +234,7 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
         if spec.kind == "native":
             model = spec.apply(clf, config)
             weights_file = path / TRAINED_WEIGHTS_NAME
-            if not weights_file.exists() and (path / LEGACY_HEAD_WEIGHTS_NAME).exists():
-                state = {f"classifier.{k}": v for k, v in load_file(str(path / LEGACY_HEAD_WEIGHTS_NAME)).items()}
-            else:
-                state = load_file(str(weights_file))
+            state = load_file(str(weights_file))
             expected = set(trained_state_dict(model))
             if set(state) != expected:
                 raise ValueError(

@@ -64,7 +64,7 @@ peft 0.21.2 facts the checks encode (read in ``peft/tuners/<tuner>/model.py`` an
   (``save_projection=True``, so a reload never depends on regenerating them).
 * Merging writes ``base_layer.weight.data``; on a parametrised layer (weight norm, as HuBERT-ECG's and ECG-FM's
   positional convs) the parametrisation recomputes the weight and the merged model silently loses the adapter
-  (measured for LoRA, DoRA, LoHa and LoKr), so :func:`merge_adapter_for_deployment` refuses it.
+  (measured for LoRA, DoRA, LoHa and LoKr), so :func:`~ecg_adapt.adaptation.merge_for_deployment` refuses it.
 
 PiSSA and OLoRA change the base weights at initialisation (``W_res = W - s·B0·A0``), so an adapter saved as trained
 only works on ``W_res``. Their models save the adapter converted to a plain LoRA of rank ``2r`` on the *original*
@@ -631,25 +631,6 @@ def check_mergeable(model: nn.Module) -> None:
         )
 
 
-def merge_adapter_for_deployment(model: nn.Module) -> ECGClassifier:
-    """Fold the adapter into the backbone weights and return the plain :class:`ECGClassifier` (eval mode, trained
-    head in place). ``save_adapted`` on the result writes a full model.
-
-    Raises:
-        UnsupportedAdaptationError: the adapter has layers peft cannot merge (:func:`merge_blockers`: LoRA on grouped
-            convolutions, any adapter on a weight-normed layer).
-
-    Example:
-        >>> plain = merge_adapter_for_deployment(adapt(classifier, "lora"))   # doctest: +SKIP
-    """
-    check_mergeable(model)
-    merged = model.merge_and_unload()  # type: ignore[operator]
-    if not isinstance(merged, ECGClassifier):
-        raise TypeError(f"merging gave a {type(merged).__name__}, not an ECGClassifier")
-    merged.requires_grad_(False)
-    return merged.eval()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Support matrix
 
@@ -793,7 +774,6 @@ __all__ = [
     "check_mergeable",
     "check_peft_method",
     "default_target_modules",
-    "merge_adapter_for_deployment",
     "merge_blockers",
     "peft_config_for",
     "released_classifiers",

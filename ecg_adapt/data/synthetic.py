@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..utils import atomic_write
 import pandas as pd
 
 __all__ = [
@@ -636,9 +638,7 @@ def _metadata(
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
     # A crash mid-write must never leave a truncated table that a later run would trust.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _write_manifest(root: pathlib.Path, args: dict[str, Any], complete: bool, extra: dict[str, Any]) -> None:

@@ -16,15 +16,8 @@ Example:
     >>> predictor = from_hub("me/ecg-lora")                                        # doctest: +SKIP
 """
 
-
-class HubError(RuntimeError):
-    """A push or a download that cannot be done; the message says why and what to do.
-
-    Defined before the submodules are imported: they raise it (``from . import HubError``).
-    """
-
-
 from .card import build_model_card, resolve_license
+from .errors import HubError
 from .load import from_hub
 from .mlflow_registry import download_from_mlflow, register_to_mlflow
 from .push import preflight_push, prepare_push_folder, push_to_hub

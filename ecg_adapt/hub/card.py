@@ -48,7 +48,6 @@ FILE_DESCRIPTIONS = {
     "adaptation_config.json": "adaptation method, its hyper-parameters and the trainable parameter count",
     "adapter_config.json": "the adapter's config (peft's, or ecg_adapt's in the same form); records the base model id",
     "adapter_model.safetensors": "only the trained weights (adapter and head; the trained blocks for `partial`)",
-    "classifier.safetensors": "the linear head only (linear probes saved before ecg_adapt 0.2); no backbone weights",
     "model.safetensors": "the whole classifier: backbone and head weights",
     "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
     "task.json": "task, labels and the decision thresholds tuned on validation",

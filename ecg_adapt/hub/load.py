@@ -17,8 +17,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..adaptation.core import ADAPTATION_CONFIG_NAME
+from .._version import __version__
 from ..inference import Predictor
-from . import HubError
+from .errors import HubError
 
 
 def model_folder(path: str | os.PathLike) -> Path:
@@ -36,8 +37,6 @@ def model_folder(path: str | os.PathLike) -> Path:
 def download(repo_id: str, revision: str | None = None, token: str | bool | None = None,
              cache_dir: str | os.PathLike | None = None) -> Path:
     """Download (or find in the cache) a pushed repository; ``HF_HUB_OFFLINE=1`` uses the cache only."""
-    from .. import __version__
-
     try:
         folder = snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
                                    library_name="ecg_adapt", library_version=__version__)

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..training.recipe import flatten_dict
-from . import HubError
+from ..utils import flatten_dict
+from .errors import HubError
 
 
 def _mlflow() -> Any:

@@ -41,7 +41,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 
-from . import HubError
+from .._version import __version__
+from .errors import HubError
 from .card import CARD_NAME, RUN_FILES, build_model_card
 
 logger = logging.getLogger(__name__)
@@ -128,11 +129,7 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     from ..adaptation import get_method
 
     claims = get_method(method).claims
-    legacy_probe = folder / "classifier.safetensors"
-    if method == "linear_probe" and legacy_probe.exists() and not (folder / "adapter_model.safetensors").exists():
-        keys = [f"classifier.{k}" for k in _tensor_names(legacy_probe)]
-    else:
-        keys = _tensor_names(folder / "adapter_model.safetensors")
+    keys = _tensor_names(folder / "adapter_model.safetensors")
     foreign = [k for k in keys if not claims(k)]
     if foreign:
         raise HubError(f"The {method} weights hold tensors that are not adapter/head weights (e.g. {foreign[:3]}): "
@@ -398,8 +395,6 @@ def push_to_hub(
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise HubError(f"repo_id={repo_id!r} is not a valid Hugging Face repo id: {e}") from None
-
-    from .. import __version__
 
     api = HfApi(endpoint=endpoint, token=token, library_name="ecg_adapt", library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="ecg_adapt_push_") as tmp:

@@ -15,7 +15,7 @@ from .augment import (
 )
 from .contract import STANDARD_12_LEADS, SignalContract
 from .leads import canonical_lead_name, map_leads
-from .processor import ECGProcessor, ProcessedRecord, ProcessingReport, aggregate_windows
+from .processor import ECGProcessor, ProcessedRecord, ProcessingReport
 from .steps import (
     BandpassFIR,
     Butterworth,
@@ -50,7 +50,6 @@ __all__ = [
     "ECGProcessor",
     "ProcessedRecord",
     "ProcessingReport",
-    "aggregate_windows",
     "BandpassFIR",
     "Butterworth",
     "Decimate",

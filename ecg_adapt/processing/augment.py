@@ -44,7 +44,6 @@ Nyquist frequency and its preprocessing low-passes at 47 Hz), which :class:`Powe
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from ..utils import did_you_mean
 from .contract import SignalContract
 from .steps import _STEP_REGISTRY, SignalState, Step, register_step
 
@@ -92,9 +92,7 @@ def _choice(step: str, name: str, value: Any, choices: Sequence[Any]) -> Any:
     if isinstance(value, str) and value.lower() in choices:  # "mV" is the field's own spelling of "mv"
         return value.lower()
     if value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{step}.{name} must be one of {list(choices)}, got {value!r}{hint}")
+        raise ValueError(f"{step}.{name} must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}")
     return value
 
 
@@ -484,15 +482,12 @@ def augmentation_from_dict(d: Mapping[str, Any] | Augmentation, where: str = "au
         if cls is not None:
             raise ValueError(f"{where}: {name!r} is a preprocessing step (it belongs in the processor), not an "
                              f"augmentation; known augmentations: {known}")
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{where}: unknown augmentation {name!r}{hint}; known augmentations: {known}")
+        raise ValueError(f"{where}: unknown augmentation {name!r}{did_you_mean(name, known)}; known augmentations: {known}")
     fields = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where} ({name!r}): unknown parameter {key!r}{hint}; parameters of {name!r}: {fields}")
+            raise ValueError(f"{where} ({name!r}): unknown parameter {key!r}{did_you_mean(key, fields)}; "
+                             f"parameters of {name!r}: {fields}")
     try:
         return cls(**params)
     except (TypeError, ValueError) as e:

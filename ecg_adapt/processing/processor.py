@@ -11,8 +11,8 @@ Order of work for one record:
 4. run the saved steps (filters, resampling, normalisation, windowing, flattening, decimation);
 5. check the result has the contract's shape.
 
-Window predictions are brought back to one prediction per record by :func:`aggregate_windows`
-(mean of window probabilities by default).
+Window predictions are brought back to one prediction per record after the model, by
+:func:`ecg_adapt.tasks.aggregate_windows`.
 """
 
 from __future__ import annotations
@@ -321,38 +321,3 @@ class ECGProcessor(FeatureExtractionMixin):
             {"input_values": values, "attention_mask": mask, "window_to_record": owner},
             tensor_type=return_tensors,
         )
-
-
-def aggregate_windows(
-    window_scores: np.ndarray | torch.Tensor,
-    window_to_record: np.ndarray | torch.Tensor,
-    method: Literal["mean", "max"] = "mean",
-    n_records: int | None = None,
-) -> np.ndarray:
-    """Bring window-level scores back to one score per record.
-
-    ``method="mean"`` averages window probabilities (the default: windows of one record are exchangeable
-    views of a stationary 10 s recording); ``"max"`` takes the maximum per label (use it for labels that may
-    be present in only one window, e.g. paroxysmal events in long recordings). Pass probabilities, not
-    logits.
-
-    Example:
-        >>> aggregate_windows(np.array([[0.2], [0.6], [0.9]]), np.array([0, 0, 1]))
-        array([[0.4],
-               [0.9]])
-    """
-    scores = window_scores.detach().cpu().numpy() if torch.is_tensor(window_scores) else np.asarray(window_scores)
-    owner = window_to_record.detach().cpu().numpy() if torch.is_tensor(window_to_record) else np.asarray(window_to_record)
-    n = int(owner.max()) + 1 if n_records is None else n_records
-    if method not in ("mean", "max"):
-        raise ValueError(f"aggregate method must be 'mean' or 'max', got {method!r}")
-    out = np.full((n,) + scores.shape[1:], np.nan if method == "mean" else -np.inf, dtype=np.float64)
-    if method == "mean":
-        sums = np.zeros((n,) + scores.shape[1:])
-        np.add.at(sums, owner, scores)
-        counts = np.bincount(owner, minlength=n).reshape((n,) + (1,) * (scores.ndim - 1))
-        with np.errstate(invalid="ignore"):
-            out = sums / counts
-    else:
-        np.maximum.at(out, owner, scores)
-    return out

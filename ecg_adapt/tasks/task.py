@@ -1,4 +1,4 @@
-"""Task objects: label names, loss and metrics of one prediction problem."""
+"""Task objects: label names and metrics of one prediction problem (the loss is the model's, from ``problem_type``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from .metrics import multilabel_metrics, single_label_metrics, tune_thresholds
 
@@ -71,16 +70,6 @@ class ClassificationTask:
                 raise ValueError(f"Record {r} of single-label task {self.name!r} has labels {names}")
             out_i[r] = index[names[0]]
         return out_i
-
-    def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
-        t = torch.as_tensor(logits, dtype=torch.float32)
-        p = torch.sigmoid(t) if self.multi_label else torch.softmax(t, dim=-1)
-        return p.numpy()
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.multi_label:
-            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
-        return torch.nn.functional.cross_entropy(logits, targets.long())
 
     def tune_thresholds(self, y_true: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
         return tune_thresholds(y_true, probs) if self.multi_label else None

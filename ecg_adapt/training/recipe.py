@@ -15,7 +15,6 @@ suggests the closest known one). PyYAML reads ``1e-3`` as a string; float fields
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..adaptation.core import AdaptationConfig
+from ..utils import did_you_mean
 
 
 class RecipeError(ValueError):
@@ -189,17 +189,6 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"training": {"seed": 1}}`` -> ``{"training.seed": 1}`` (for trackers and registries that take flat params)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_dict(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``section.key=value`` override (the value is parsed as YAML) to a recipe dict."""
     if "=" not in item:
@@ -216,18 +205,13 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in fields]
     if unknown:
         k = unknown[0]
-        raise RecipeError(f"Unknown recipe key {where + k!r}{_suggest(k, list(fields))}; known keys: {sorted(fields)}")
+        raise RecipeError(f"Unknown recipe key {where + k!r}{did_you_mean(k, fields)}; known keys: {sorted(fields)}")
     kwargs = {}
     for name, value in d.items():
         kwargs[name] = _coerce(value, hints[name], where + name)
@@ -260,7 +244,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise RecipeError(errors[0] if len(errors) == 1 else f"Recipe key {key!r}: {value!r} fits none of {tp}")
     if origin is Literal:
         if value not in args:
-            raise RecipeError(f"Recipe key {key!r} must be one of {list(args)}, got {value!r}{_suggest(str(value), [str(a) for a in args])}")
+            raise RecipeError(f"Recipe key {key!r} must be one of {list(args)}, got {value!r}{did_you_mean(value, args)}")
         return value
     if tp is Any:
         return value

@@ -15,7 +15,6 @@ One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -42,10 +41,12 @@ from ..models.classifier import ECGClassifier
 from ..processing.augment import Augmenter, batch_generator
 from ..models.hubert_ecg import HubertECGConfig, HubertECGModel
 from ..models.registry import load_backbone, load_processor
-from ..processing.processor import ECGProcessor, aggregate_windows
+from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..tasks.task import ClassificationTask
-from .recipe import Recipe, RecipeError, flatten_dict
+from ..tasks.windows import aggregate_windows
+from ..utils import atomic_write_text, did_you_mean, flatten_dict
+from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
 
@@ -119,9 +120,7 @@ def _configure_processor(processor: ECGProcessor, recipe: Recipe) -> ECGProcesso
 def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> LabelledSource:
     name = recipe.data.source
     if name not in SOURCES:
-        close = difflib.get_close_matches(name, list(SOURCES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"Unknown data source {name!r}{hint}; available: {sorted(SOURCES)}")
+        raise ValueError(f"Unknown data source {name!r}{did_you_mean(name, SOURCES)}; available: {sorted(SOURCES)}")
     path = recipe.data.path
     options = dict(recipe.data.source_options)
     if name != "ptbxl":
@@ -436,9 +435,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
             f"# Resolved recipe of this run (ecg_adapt); rerun with: ecg-adapt train {output_dir / 'recipe.yaml'}\n" + recipe.to_yaml()
         )
         metrics["wall_seconds"] = round(time.time() - t_start, 2)
-        tmp = output_dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, output_dir / "metrics.json")
+        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         logger.info("test %s %.4f (val %.4f); model saved to %s", task.primary_metric, _nan(metrics["test"][task.primary_metric]),
                     _nan(metrics["validation"][task.primary_metric]), output_dir / "model")
     # Ranks must meet before end_training(): it tears the process group down (see shared reference, section 4).
