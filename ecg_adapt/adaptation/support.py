@@ -35,8 +35,4 @@ def full_support_matrix() -> dict[str, dict[str, str]]:
     return support_matrix(columns=ALL_COLUMNS)
 
 
-def full_support_markdown() -> str:
-    return support_matrix_markdown(full_support_matrix())
-
-
-__all__ = ["ALL_COLUMNS", "full_support_matrix", "full_support_markdown", "methods_table"]
+__all__ = ["ALL_COLUMNS", "full_support_matrix", "methods_table", "support_matrix_markdown"]

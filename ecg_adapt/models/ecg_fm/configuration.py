@@ -47,7 +47,7 @@ ECG_FM_CONTRACT = SignalContract(
     extra={
         "segmenting": "non-overlapping 5 s windows, remainder dropped; each window is one model input",
         "aggregation": "ECG-FM combines window predictions per label afterwards (max for e.g. PVC, VT, pacemaker; "
-        "mean for the rest): ecg_adapt.processing.aggregate_windows",
+        "mean for the rest): ecg_adapt.tasks.aggregate_windows",
         "lead_matching": "the original matches header lead names exactly (case-sensitive); ecg_adapt's processor "
         "matches them case-insensitively and reports missing leads",
     },

@@ -7,7 +7,7 @@ Not registered with ecg_adapt here: ``ecg_adapt.models`` does that with :data:`F
 from ..registry import BackboneFamily
 from .configuration import RELEASED_SIZES, RELEASED_VARIANTS, ST_MEM_CONTRACT, STMEMConfig, default_processor_steps
 from .convert import convert_st_mem, load_original
-from .modeling import STMEMModel, STMEMPreTrainedModel, count_parameters_analytically
+from .modeling import STMEMModel, STMEMPreTrainedModel
 from .processing import STMEMCast, STMEMNCrop, STMEMStandardize
 
 FAMILY = BackboneFamily(
@@ -43,7 +43,6 @@ __all__ = [
     "STMEMPreTrainedModel",
     "STMEMStandardize",
     "convert_st_mem",
-    "count_parameters_analytically",
     "default_processor_steps",
     "load_original",
 ]

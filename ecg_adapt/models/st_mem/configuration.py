@@ -50,7 +50,7 @@ def default_processor_steps(window_mode: str = "all") -> list[Step]:
     (starts 0, 0.5 and 1 s), Butterworth high-pass 0.67 Hz and low-pass 40 Hz (order 5, zero phase) on each
     crop, and a z-score per crop over leads and time together. A 10 s record gives 3 model inputs, whose
     predictions the original averages (``engine_downstream.evaluate``); ``ecg_adapt`` does the same with
-    :func:`~ecg_adapt.processing.aggregate_windows`.
+    :func:`~ecg_adapt.tasks.aggregate_windows`.
 
     Differences from the original, both outside its domain: records shorter than 10 s are padded and masked
     (the original skips them) and a record's tail that does not fill 10 s is covered by an end-aligned window
