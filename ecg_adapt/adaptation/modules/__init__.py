@@ -63,7 +63,6 @@ from __future__ import annotations
 
 from ...models.classifier import ECGClassifier
 from ..config import AdaptationConfig, MethodSpec, UnsupportedAdaptationError, register_method
-from ..layout import family_key
 from .layer import (
     ADAPTER_PREFIX,
     BOTTLENECK_METHODS,
@@ -87,24 +86,16 @@ from .model import (
 
 def check_bottleneck(clf: ECGClassifier, config: AdaptationConfig) -> None:
     """Houlsby/Pfeiffer adapters need transformer blocks (attention and FFN sublayers)."""
-    layout = require_layout(clf)
-    if layout.kind != "transformer":
-        raise UnsupportedAdaptationError(
-            f"{config.method} inserts bottleneck adapters after the attention/FFN sublayers of transformer blocks; "
-            f"{family_key(clf.backbone)} is a CNN (residual conv blocks): use conv_adapter"
-        )
+    layout = require_layout(clf, "transformer", f"{config.method} inserts bottleneck adapters after the attention/FFN "
+                            "sublayers of transformer blocks", "use conv_adapter")
     bottleneck_width(layout.token_dim, config.adapter_reduction_factor)
     activation(config.adapter_non_linearity)
 
 
 def check_conv(clf: ECGClassifier, config: AdaptationConfig) -> None:
     """Convolutional adapters need a CNN with residual blocks."""
-    layout = require_layout(clf)
-    if layout.kind != "cnn":
-        raise UnsupportedAdaptationError(
-            f"conv_adapter adds 1x1-conv bottlenecks after the residual blocks of CNN backbones; {family_key(clf.backbone)} is a "
-            "transformer: use houlsby_adapter or pfeiffer_adapter (or prompt_tuning)"
-        )
+    layout = require_layout(clf, "cnn", "conv_adapter adds 1x1-conv bottlenecks after the residual blocks of CNN backbones",
+                            "use houlsby_adapter or pfeiffer_adapter (or prompt_tuning)")
     for c in layout.block_channels:
         bottleneck_width(c, config.adapter_reduction_factor)
     activation(config.adapter_non_linearity)
@@ -115,12 +106,8 @@ def check_conv(clf: ECGClassifier, config: AdaptationConfig) -> None:
 
 def check_prompt(clf: ECGClassifier, config: AdaptationConfig) -> None:
     """Prompt tuning needs a token sequence (a transformer), every block run (no LayerDrop) and tensor masks."""
-    layout = require_layout(clf)
-    if layout.kind != "transformer":
-        raise UnsupportedAdaptationError(
-            f"prompt_tuning prepends tokens to a transformer's token sequence; {family_key(clf.backbone)} is a CNN (no tokens): "
-            "use conv_adapter"
-        )
+    require_layout(clf, "transformer", "prompt_tuning prepends tokens to a transformer's token sequence (a CNN has none)",
+                   "use conv_adapter")
     check_no_layerdrop(clf)
     impl = str(getattr(clf.backbone.config, "_attn_implementation", None) or "")
     if "flex" in impl:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -396,12 +396,18 @@ class AdaptedModel(PromptHooks, nn.Module):
         return None if adapter is None else adapter.classifier(args[0])
 
 
-def require_layout(clf: ECGClassifier) -> BackboneLayout:
-    """The backbone's block layout, or :class:`UnsupportedAdaptationError` saying the methods need one."""
+def require_layout(clf: ECGClassifier, kind: Literal["transformer", "cnn"] | None = None, needs: str = "",
+                   instead: str = "") -> BackboneLayout:
+    """The backbone's block layout, or :class:`UnsupportedAdaptationError` saying that a method needs one (of
+    ``kind``: ``needs`` says why, ``instead`` what to use on this backbone)."""
     try:
-        return backbone_layout(clf.backbone)
+        layout = backbone_layout(clf.backbone)
     except ValueError as e:
         raise UnsupportedAdaptationError(f"ecg_adapt's adapter methods need the backbone's block layout: {e}") from None
+    if kind is not None and layout.kind != kind:
+        this = "a CNN (residual conv blocks)" if layout.kind == "cnn" else "a transformer"
+        raise UnsupportedAdaptationError(f"{needs}; {family_key(clf.backbone)} is {this}: {instead}")
+    return layout
 
 
 def check_no_layerdrop(clf: ECGClassifier) -> None:
