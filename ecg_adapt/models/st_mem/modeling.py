@@ -350,15 +350,4 @@ class STMEMModel(STMEMPreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
 
 
-def count_parameters_analytically(config: STMEMConfig) -> int:
-    """Parameters of :class:`STMEMModel` for ``config``, without building it (for the released-variant table)."""
-    w, p, f = config.hidden_size, config.patch_size, config.intermediate_size
-    inner = config.num_attention_heads * config.head_dim
-    embed = 2 * p + (p * w + w) + 2 * w + (config.num_patches + 2) * w + w + config.num_leads * w
-    qkv = w * 3 * inner + (3 * inner if config.qkv_bias else 0)
-    out = 0 if (config.num_attention_heads == 1 and config.head_dim == w) else inner * w + w
-    block = 2 * w + qkv + out + 2 * w + (w * f + f) + (f * w + w)
-    return embed + config.num_hidden_layers * block + 2 * w
-
-
-__all__ = ["STMEMModel", "STMEMPreTrainedModel", "count_parameters_analytically", "sincos_position_table"]
+__all__ = ["STMEMModel", "STMEMPreTrainedModel", "sincos_position_table"]
