@@ -383,16 +383,15 @@ class ECGBackbone(Protocol):
         """
         ...
 
-    def frame_mask(self, attention_mask: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """``(batch, n_frames)`` bool, True where a frame of ``last_hidden_state`` sees real signal: the classifier
-        averages those frames when the backbone returns no ``pooler_output``."""
-        ...
-
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """transformers' switch (checkpoints the blocks in training)."""
         ...
 
 
-# Optional hooks a backbone may define (looked up with ``hasattr``):
+# Hooks a backbone may define (looked up with ``hasattr``; not Protocol members, since a runtime Protocol check
+# would then demand them of every backbone):
+# ``frame_mask(attention_mask, n_frames) -> (batch, n_frames) bool``: True where a frame of ``last_hidden_state``
+#     sees real signal. Required of a backbone that returns no ``pooler_output`` (the classifier then averages
+#     those frames); tests/test_families_common.py checks it.
 # ``prepare_for_finetuning(layerdrop: float)``: switch pretraining-only behaviour off (SpecAugment masking,
 #     layer drop) when :class:`~ecg_adapt.ECGClassifier` wraps the backbone.

@@ -47,9 +47,9 @@ def register_family(family: BackboneFamily) -> None:
     known = FAMILIES.get(family.model_type)
     if known is family:
         return
+    family.validate()
     if known is not None:
         raise ValueError(f"Backbone family {family.model_type!r} is already registered (from {known.package})")
-    family.validate()
     FAMILIES[family.model_type] = family
 
 
