@@ -22,7 +22,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import Step
 from .processing import EndpointLinearResample, NonOverlappingSegments, RecordLeadZScore
 from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)

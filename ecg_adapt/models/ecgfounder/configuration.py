@@ -14,7 +14,7 @@ from typing import Any, Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import Normalize, Resample, Step, Window
 from .processing import ButterworthBA, MedianBaseline, NotchIIR
 from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)

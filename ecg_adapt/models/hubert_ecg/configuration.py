@@ -13,7 +13,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import HubertConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import BandpassFIR, Decimate, FillNaN, Flatten, Normalize, Resample, Step, Window
 from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
     HUBERT_ECG_CONTRACT,

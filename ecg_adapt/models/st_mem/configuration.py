@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import Butterworth, Resample, Step, Window
 from .processing import STMEMCast, STMEMNCrop, STMEMStandardize
 from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
