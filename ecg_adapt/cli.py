@@ -135,7 +135,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import FAMILIES, released_variants
+    # The family records are torch-free (ecg_adapt/models/<family>/family.py): listing them imports neither torch
+    # nor transformers, so this answers in a fraction of a second once the package face is lazy.
+    from .models.registry import FAMILIES, released_variants
 
     rows = [v for v in released_variants() if not args.family or v["family"] == args.family]
     if args.family and args.family not in FAMILIES:

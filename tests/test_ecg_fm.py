@@ -14,7 +14,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
-from ecg_adapt import ECGClassifier, adapt, load_backbone, load_processor
+from ecg_adapt import ECGClassifier, adapt, load_processor
 from ecg_adapt.data import read_wfdb
 from ecg_adapt.models import CheckpointMismatchError
 from ecg_adapt.models.ecg_fm import (
@@ -141,7 +141,7 @@ def test_short_record_and_constant_lead_are_handled_without_nan() -> None:
     assert out.attention_mask[0, :, :1500].all() and not out.attention_mask[0, :, 1500:].any()
 
 
-def test_converter_roundtrip_loads_through_from_pretrained_and_automodel(g: Path, tmp_path: Path) -> None:
+def test_converter_writes_parametrised_weight_norm_and_no_pretraining_modules(g: Path, tmp_path: Path) -> None:
     dst = tmp_path / "converted"
     report = convert_ecg_fm(g / OLD_STYLE, dst)
     assert sorted(report.dropped) == PRETRAINING_ONLY
@@ -149,9 +149,7 @@ def test_converter_roundtrip_loads_through_from_pretrained_and_automodel(g: Path
     keys = set(load_file(str(dst / "model.safetensors")))
     assert "conv_pos.pos_conv.0.parametrizations.weight.original0" in keys
     assert not any(k.endswith(("weight_g", "weight_v")) or k.startswith(("quantizer", "mask_emb")) for k in keys)
-    for model in (ECGFMModel.from_pretrained(dst), AutoModel.from_pretrained(dst), load_backbone(dst)):
-        assert isinstance(model, ECGFMModel)
-        _assert_matches_golden(model, g)
+    # (the three loaders and the golden outputs of the converted folder: tests/test_families_common.py)
     assert isinstance(AutoConfig.from_pretrained(dst), ECGFMConfig)
     processor = load_processor(dst)
     assert [s["name"] for s in processor.steps] == [s.name for s in default_processor_steps()]
@@ -278,13 +276,9 @@ def test_lora_step_on_real_record_trains_only_adapters_and_head(g: Path, samples
     torch.testing.assert_close(logits, merged, atol=1e-5, rtol=1e-4)  # every target is an nn.Linear: mergeable
 
 
-def test_released_variant_parameter_counts_match_the_configs_and_the_original(g: Path) -> None:
+def test_released_variant_parameter_counts_match_the_original_models(g: Path) -> None:
     meta = json.loads((g / "meta.json").read_text())["released_variants"]
-    assert [v["name"] for v in RELEASED_VARIANTS] == ["ecg-fm-pretrained", "ecg-fm-finetuned-mimic-iv"]
-    for variant in RELEASED_VARIANTS:
-        with torch.device("meta"):
-            model = ECGFMModel(ECGFMConfig(**variant["config"]))
-        assert sum(p.numel() for p in model.parameters()) == variant["parameters"]
+    # (names and parameter counts vs the configs: tests/test_families_common.py)
     # backbone + the 17-label head = the original fine-tuned model's count (built with the original code)
     head = 768 * 17 + 17
     assert RELEASED_VARIANTS[1]["parameters"] + head == meta["mimic_iv_ecg_finetuned.pt"]["param_count"]

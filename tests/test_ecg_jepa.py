@@ -292,29 +292,15 @@ def test_from_config_init_and_config_aliases() -> None:
 
 
 def test_released_variant_parameter_counts() -> None:
-    assert [v["name"] for v in RELEASED_VARIANTS] == ["ecg-jepa-multiblock", "ecg-jepa-random"]
+    # (names and parameter counts vs the configs: tests/test_families_common.py)
     for v in RELEASED_VARIANTS:
         with torch.device("meta"):
             model = ECGJEPAModel(ECGJEPAConfig(**v["config"]))
-        assert sum(p.numel() for p in model.parameters()) == v["parameters"] == 85_067_520
+        assert v["parameters"] == 85_067_520
         sd = model.state_dict()
         assert len(sd) == 137 and sum(t.numel() for t in sd.values()) == v["state_dict_values"] == 85_374_720
         assert v["licence"].startswith("MIT") and "drive.google.com" in v["weights"]
     assert ECGJEPAConfig().num_attention_heads == 16 and ECGJEPAConfig().contract == ECG_JEPA_CONTRACT
-
-
-def test_gradient_checkpointing_gives_the_same_gradients() -> None:
-    torch.manual_seed(0)
-    model = ECGJEPAModel(ECGJEPAConfig(**TINY)).train()
-    x = torch.randn(1, 8, 2500)
-    model(x).pooler_output.sum().backward()
-    ref = model.W_P.weight.grad.clone()
-    model.zero_grad()
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable()
-    assert model.encoder_blocks.blocks[0].gradient_checkpointing
-    model(x).pooler_output.sum().backward()
-    torch.testing.assert_close(model.W_P.weight.grad, ref)
 
 
 # ------------------------------------------------------------------------------------------ LoRA

@@ -83,14 +83,6 @@ def test_original_encoder_file_matches_original_outputs(golden: Path, sub: str) 
     _check_golden(model, golden, sub)
 
 
-def test_classifier_pooled_features_are_the_original_head_input(golden: Path) -> None:
-    for sub in ENCODERS:
-        clf = ECGClassifier.from_backbone(load_original(_ckpt(golden, sub))[0], ["a", "b"]).eval()
-        with torch.no_grad():
-            pooled = clf(_input(golden)).pooled.numpy()
-        np.testing.assert_allclose(pooled, np.load(golden / "merl" / sub / "features.npy"), **_tol(_meta(golden, sub), "features"))
-
-
 # ----------------------------------------------------------------------------------------------- processor
 
 
@@ -284,14 +276,11 @@ def test_config_validation_and_auto_classes() -> None:
     assert get_family("merl") is merl.FAMILY
 
 
-def test_released_variant_parameter_counts_match_the_configs() -> None:
+def test_released_variant_features_licence_and_file_contents() -> None:
     rows = [v for v in released_variants() if v["family"] == "merl"]
-    assert [v["name"] for v in rows] == ["merl-resnet18", "merl-vit-tiny"]
+    # (names and parameter counts vs the configs: tests/test_families_common.py)
     for v in rows:
-        with torch.device("meta"):
-            model = MERLModel(MERLConfig(**v["config"]))
-        assert sum(p.numel() for p in model.parameters()) == v["parameters"], v["name"]
-        assert model.config.hidden_size == v["features"]
+        assert MERLConfig(**v["config"]).hidden_size == v["features"]
         assert "MIT" in v["licence"] and v["weights"].startswith("https://drive.google.com/")
     # the released ResNet file also holds the unused linear (10, 512) + (10,)
     assert rows[0]["parameters_in_file"] - rows[0]["parameters"] == 10 * 512 + 10
@@ -354,21 +343,3 @@ def test_full_fine_tuning_keeps_batchnorm_trainable(golden: Path) -> None:
     assert not clf.backbone.bn1.training
 
 
-@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing_enable.*:FutureWarning")
-@pytest.mark.parametrize("sub", sorted(ENCODERS))
-def test_gradient_checkpointing_gives_the_same_gradients(golden: Path, sub: str) -> None:
-    x = _input(golden).repeat(2, 1, 1)
-    grads = []
-    for checkpointing in (False, True):
-        torch.manual_seed(0)
-        clf = ECGClassifier.from_backbone(load_original(_ckpt(golden, sub))[0], ["a", "b"], classifier_dropout=0.0)
-        model = ecg_adapt.adapt(clf, "lora", r=2, dropout=0.0)
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            assert clf.backbone.gradient_checkpointing
-        model.train()
-        model(input_values=x, labels=torch.tensor([[1.0, 0.0], [0.0, 1.0]])).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)

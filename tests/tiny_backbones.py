@@ -5,20 +5,12 @@ from __future__ import annotations
 import torch
 
 from ecg_adapt.models.classifier import ECGClassifier
+from ecg_adapt.models.registry import FAMILIES
 
+# name -> (model_type, config kwargs), read from every registered family's ``tiny_configs`` (declared in its folder),
+# so a new family's tiny models reach every test that loops over TINY_CONFIGS without editing this file.
 TINY_CONFIGS: dict[str, tuple[str, dict]] = {
-    # name: (model_type, config kwargs)
-    "hubert_ecg": ("hubert_ecg", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                      classifier_proj_size=16, conv_dim=[16] * 5, num_conv_pos_embeddings=16,
-                                      num_conv_pos_embedding_groups=4)),
-    "ecg_fm": ("ecg_fm", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                              conv_dim=[16] * 4, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)),
-    "ecgfounder": ("ecgfounder", dict(base_filters=8, filter_list=[8, 16, 24], m_blocks_list=[1, 2, 1], groups_width=8,
-                                      n_classes=5)),
-    "st_mem": ("st_mem", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=16, intermediate_size=64)),
-    "merl_resnet": ("merl", dict(resnet_widths=[8, 8, 16, 16], resnet_num_blocks=[1, 1, 1, 1])),
-    "merl_vit": ("merl", dict(encoder_type="vit", vit_width=32, vit_depth=2, vit_heads=2, vit_dim_head=16, vit_mlp_dim=64)),
-    "ecg_jepa": ("ecg_jepa", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2)),
+    name: (family.model_type, dict(kwargs)) for family in FAMILIES.values() for name, kwargs in family.tiny_configs.items()
 }
 
 
@@ -26,6 +18,8 @@ def tiny_backbone(name: str, seed: int = 0) -> torch.nn.Module:
     """A random tiny backbone of the named family (see ``TINY_CONFIGS``), in eval mode."""
     from ecg_adapt.models.registry import get_family
 
+    if name not in TINY_CONFIGS:
+        raise KeyError(f"No tiny config {name!r}; known: {sorted(TINY_CONFIGS)}")
     model_type, kwargs = TINY_CONFIGS[name]
     family = get_family(model_type)
     torch.manual_seed(seed)

@@ -40,7 +40,7 @@ fixed              bias="none"         feedfor-   -                 save_project
   activation, is rescaled). Where q/k/v come from one fused Linear (ST-MEM, MERL ViT, ECG-JEPA) the vector rescales
   q as well, as peft's own IA³ default does for GPT-2's fused ``c_attn``. ECGFounder: ``se_fc2`` as a feed-forward
   module (rescales the squeeze-excitation's hidden activation). MERL ResNet: refused. With user ``target_modules``
-  the feed-forward modules are those of the family's FFN layers (the table's second entry) among them.
+  the feed-forward modules are those of the family's FFN layers (its ``ia3_feedforward``) among them.
 
 peft 0.21.2 facts the checks encode (read in ``peft/tuners/<tuner>/model.py`` and ``layer.py``, and run):
 
@@ -105,7 +105,8 @@ from torch.nn.utils import parametrize
 from transformers.pytorch_utils import Conv1D
 
 from ..models.classifier import ECGClassifier
-from ..models.registry import FAMILIES, get_family
+from ..models.family import DefaultTargets
+from ..models.registry import FAMILIES, family_of
 from .config import AdaptationConfig, MethodSpec, UnsupportedAdaptationError, register_method
 from .layout import family_key
 from .native import HEAD_MODULE, is_head_parameter
@@ -146,30 +147,8 @@ _LORA_INITS_LINEAR_ONLY = ("pissa", "olora")  # + "pissa_niter_<n>"; these chang
 _PISSA_NITER = re.compile(r"pissa_niter_(\d+)")
 
 # ----------------------------------------------------------------------------------------------------------------
-# Default targets per (method, family). Keys are layout.family_key() values, falling back to the model_type.
-
-# VeRA/OFT/BOFT where the family's LoRA default is not all nn.Linear. An empty tuple: nothing to adapt.
-_LINEAR_TARGETS: dict[str, tuple[str, ...]] = {
-    "ecgfounder": ("se_fc1", "se_fc2"),
-    "merl/resnet": (),
-}
-
-# IA³: (targets, feedforward_modules). The feed-forward modules are also what IA³ treats as "FFN second layer"
-# when the user passes target_modules.
-_IA3_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "hubert_ecg": (("k_proj", "v_proj", "output_dense"), ("output_dense",)),
-    "ecg_fm": (("k_proj", "v_proj", "fc2"), ("fc2",)),
-    "st_mem": (("to_qkv", "net.3"), ("net.3",)),
-    "merl/vit": (("to_qkv", "net.3"), ("net.3",)),
-    "ecg_jepa": (("qkv", "fc2"), ("fc2",)),
-    "ecgfounder": (("se_fc2",), ("se_fc2",)),
-    "merl/resnet": ((), ()),
-}
-
-_NO_LINEAR_REASON = {
-    "merl/resnet": "its only weight layers are convolutions (nn.Conv1d stem, residual and shortcut convs): there is "
-                   "no nn.Linear layer to adapt",
-}
+# Default targets per (method, family) are facts of each family (``FAMILY.variants[key].targets``, a
+# :class:`~ecg_adapt.models.family.DefaultTargets`, declared in the family's folder); these helpers only read them.
 
 
 def _family_label(clf: ECGClassifier) -> str:
@@ -179,12 +158,17 @@ def _family_label(clf: ECGClassifier) -> str:
         return type(clf.backbone).__name__
 
 
-def _lookup(table: Mapping[str, Any], clf: ECGClassifier) -> Any:
-    key = _family_label(clf)
-    if key in table:
-        return table[key]
-    model_type = getattr(getattr(clf.backbone, "config", None), "model_type", None)
-    return table.get(model_type)
+def _family_targets(clf: ECGClassifier) -> DefaultTargets | None:
+    """The default targets of the backbone's family variant, ``None`` for an unregistered backbone."""
+    family = family_of(clf.backbone)
+    if family is None:
+        return None
+    return family.variant(family.key_of(clf.backbone.config)).targets
+
+
+def _no_linear_reason(clf: ECGClassifier) -> str:
+    targets = _family_targets(clf)
+    return (targets.no_linear_reason if targets else None) or "the backbone has no layer of those types"
 
 
 def default_target_modules(clf: ECGClassifier, method: str) -> tuple[str, ...]:
@@ -197,21 +181,18 @@ def default_target_modules(clf: ECGClassifier, method: str) -> tuple[str, ...]:
         >>> default_target_modules(classifier, "ia3")     # doctest: +SKIP
         ('k_proj', 'v_proj', 'output_dense')
     """
-    if method == "ia3":
-        entry = _lookup(_IA3_TARGETS, clf)
-        if entry is not None:
-            return entry[0]
-    elif _TUNERS[method].linear_only:
-        entry = _lookup(_LINEAR_TARGETS, clf)
-        if entry is not None:
-            return entry
-    model_type = getattr(getattr(clf.backbone, "config", None), "model_type", None)
-    if model_type not in FAMILIES:
+    targets = _family_targets(clf)
+    if targets is None:
+        model_type = getattr(getattr(clf.backbone, "config", None), "model_type", None)
         raise UnsupportedAdaptationError(
             f"{method} has no default targets for backbone {model_type or type(clf.backbone).__name__!r} (not a "
             "registered family): pass target_modules=[...] (module-name suffixes of its nn.Linear layers)"
         )
-    return tuple(get_family(model_type).lora_target_modules)
+    if method == "ia3":
+        return targets.ia3
+    if _TUNERS[method].linear_only:
+        return targets.for_linear_tuners()
+    return targets.lora
 
 
 def target_modules(clf: ECGClassifier, config: AdaptationConfig) -> list[str]:
@@ -223,8 +204,8 @@ def target_modules(clf: ECGClassifier, config: AdaptationConfig) -> list[str]:
 
 
 def _feedforward_modules(clf: ECGClassifier, targets: list[str]) -> list[str]:
-    entry = _lookup(_IA3_TARGETS, clf)
-    ffn = set(entry[1]) if entry else set()
+    family_targets = _family_targets(clf)
+    ffn = set(family_targets.ia3_feedforward) if family_targets else set()
     return [t for t in targets if t in ffn]
 
 
@@ -428,7 +409,7 @@ def check_peft_method(clf: ECGClassifier, config: AdaptationConfig) -> None:
         if not targets:
             others = "lora, loha or lokr (which wrap nn.Conv1d)"
             _fail(method, clf, f"peft 0.21's {method} wraps {tuner.layer_names} only and "
-                  f"{_NO_LINEAR_REASON.get(_family_label(clf), 'the backbone has no layer of those types')}",
+                  f"{_no_linear_reason(clf)}",
                   f"Use {others}, or conv_adapter")
     else:
         targets = target_modules(clf, config)

@@ -1,55 +1,59 @@
-"""Backbone families (one folder each), the family registry and the classification head."""
+"""Backbone families (one folder each, discovered), the family registry and the classification heads.
 
-from . import hubert_ecg
-from .classifier import ECGClassifier, ECGClassifierConfig, ECGClassifierOutput
-from .conversion import CheckpointMismatchError, ConversionReport
-from .sequence import ECGSequenceClassifier, ECGSequenceClassifierConfig, ECGSequenceClassifierOutput
-from .registry import FAMILIES, BackboneFamily, get_family, load_backbone, load_processor, register_family, released_variants
+Importing this package is cheap: it imports neither torch nor transformers. ``FAMILIES``, ``get_family`` and
+``released_variants`` read the torch-free family records; the classifiers, the loaders and the family packages'
+model classes are imported on first access, and the first such access registers every family with the
+transformers Auto classes (so ``AutoModel.from_pretrained(converted_folder)`` works after it).
+"""
 
-register_family(
-    BackboneFamily(
-        model_type="hubert_ecg",
-        config_class=hubert_ecg.HubertECGConfig,
-        model_class=hubert_ecg.HubertECGModel,
-        default_processor_steps=hubert_ecg.default_processor_steps,
-        # Attention projections and both FFN layers of every encoder layer: the LoRA-paper default extended
-        # to the FFN, which holds 2/3 of the encoder's weights. The conv feature extractor is left frozen
-        # (the original fine-tuning also freezes it by default) and the grouped, weight-normed positional
-        # conv cannot be merged by peft (groups > 1).
-        lora_target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"),
-        lora_rationale="attention q/k/v/out and FFN of every encoder layer; conv extractor frozen as in the original fine-tuning",
-        convert=hubert_ecg.convert_hubert_ecg,
-        description="HuBERT-ECG (Coppola et al. 2024), HuBERT on 12 concatenated leads at 100 Hz, 5 s",
-        released_variants=tuple(hubert_ecg.RELEASED_VARIANTS),
-    )
-)
+from __future__ import annotations
 
-# Families written as self-contained folders expose their own BackboneFamily.
-from . import ecg_fm, ecg_jepa, ecgfounder, merl, st_mem  # noqa: E402
+import importlib
+from typing import Any
 
-for _family in (ecg_fm, ecgfounder, st_mem, merl, ecg_jepa):
-    register_family(_family.FAMILY)
+# name -> (submodule, needs the Auto registration of every family)
+_LAZY: dict[str, tuple[str, bool]] = {
+    "FAMILIES": (".registry", False),
+    "BackboneFamily": (".family", False),
+    "ECGBackbone": (".family", False),
+    "get_family": (".registry", False),
+    "register_family": (".registry", False),
+    "released_variants": (".registry", False),
+    "load_backbone": (".registry", True),
+    "load_processor": (".registry", True),
+    "ECGClassifier": (".classifier", True),
+    "ECGClassifierConfig": (".classifier", True),
+    "ECGClassifierOutput": (".classifier", True),
+    "CheckpointMismatchError": (".conversion", False),
+    "ConversionReport": (".conversion", False),
+    "ECGSequenceClassifier": (".sequence", True),
+    "ECGSequenceClassifierConfig": (".sequence", True),
+    "ECGSequenceClassifierOutput": (".sequence", True),
+}
 
-__all__ = [
-    "FAMILIES",
-    "BackboneFamily",
-    "CheckpointMismatchError",
-    "ConversionReport",
-    "ECGClassifier",
-    "ECGClassifierConfig",
-    "ECGClassifierOutput",
-    "ECGSequenceClassifier",
-    "ECGSequenceClassifierConfig",
-    "ECGSequenceClassifierOutput",
-    "get_family",
-    "ecg_fm",
-    "ecg_jepa",
-    "ecgfounder",
-    "st_mem",
-    "hubert_ecg",
-    "merl",
-    "load_backbone",
-    "load_processor",
-    "register_family",
-    "released_variants",
-]
+
+def __getattr__(name: str) -> Any:
+    entry = _LAZY.get(name)
+    if entry is None:
+        # A family package (``ecg_adapt.models.merl``): import it as a submodule.
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    submodule, register = entry
+    value = getattr(importlib.import_module(submodule, __name__), name)
+    if register:
+        from .registry import register_all_with_transformers
+
+        register_all_with_transformers()
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)

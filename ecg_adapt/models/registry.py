@@ -1,56 +1,143 @@
-"""Backbone families: registration with the transformers Auto classes, and loading helpers.
+"""The family registry: discovery, validation, registration with the transformers Auto classes, loading helpers.
 
-A family is one folder under ``ecg_adapt/models/`` (configuration, modeling, convert, processor defaults).
-Registering it makes ``AutoConfig``/``AutoModel.from_pretrained(path)`` work for its ``model_type``, and
-records what the rest of the toolkit needs to know: its default preprocessing and LoRA target modules.
+A family is one folder under ``ecg_adapt/models/`` whose package exposes ``FAMILY`` (a
+:class:`~ecg_adapt.models.family.BackboneFamily`, defined in its torch-free ``family.py``). Families are
+discovered, not listed: every subpackage of ``ecg_adapt.models`` with a ``FAMILY`` is registered when this
+module is imported. Registration validates the record (cheap: no torch); the first time a family's
+configuration or model class is needed, the family is registered with ``AutoConfig``/``AutoModel``/
+``AutoFeatureExtractor`` and its layout is checked on a real tiny model (:func:`check_family`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import pkgutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PreTrainedConfig, PreTrainedModel
+from .family import BackboneFamily
 
-from ..processing.processor import ECGProcessor
-from ..processing.steps import Step
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    from ..processing.processor import ECGProcessor
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BackboneFamily:
-    """Everything the toolkit needs to know about one backbone family."""
-
-    model_type: str
-    config_class: type[PreTrainedConfig]
-    model_class: type[PreTrainedModel]
-    default_processor_steps: Callable[..., list[Step]]
-    # Module-name suffixes that LoRA wraps by default (peft ``target_modules``), and why.
-    lora_target_modules: tuple[str, ...]
-    lora_rationale: str
-    convert: Callable[..., object]
-    description: str
-    # Released weights: dicts with name, source, weights (where they live), licence, redistribution,
-    # parameters, contract (and optionally config: the kwargs that build that size).
-    released_variants: tuple[dict, ...] = ()
-
-
 FAMILIES: dict[str, BackboneFamily] = {}
+_AUTO_REGISTERED: set[str] = set()
 
 
 def register_family(family: BackboneFamily) -> None:
-    """Register a family with ecg_adapt and with ``AutoConfig``/``AutoModel``/``AutoFeatureExtractor``."""
-    if family.model_type in FAMILIES:
+    """Register a family with ecg_adapt (idempotent for the same record).
+
+    Validates the record first, so a family without a block layout, default targets or tiny config (or with a
+    malformed one) fails here with the reason, rather than being skipped by the tests. The registration with the
+    transformers Auto classes happens the first time the family's classes are needed
+    (:func:`register_with_transformers`).
+
+    Raises:
+        ValueError: the record is incomplete or invalid, or another record already uses its ``model_type``.
+    """
+    if not isinstance(family, BackboneFamily):
+        raise ValueError(f"register_family expects a BackboneFamily, got {type(family).__name__}")
+    known = FAMILIES.get(family.model_type)
+    if known is family:
         return
+    family.validate()
+    if known is not None:
+        raise ValueError(f"Backbone family {family.model_type!r} is already registered (from {known.package})")
     FAMILIES[family.model_type] = family
-    AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
-    AutoModel.register(family.config_class, family.model_class, exist_ok=True)
-    AutoFeatureExtractor.register(family.config_class, ECGProcessor, exist_ok=True)
+
+
+def check_family(family: BackboneFamily) -> None:
+    """Check a family's facts against real tiny models (imports torch): for every tiny config, the model builds,
+    its config names the family, the block pattern finds blocks, every transformer block has its sublayer
+    outputs, CNN blocks give their channels, the post-block modules exist, and the default targets of each
+    method match modules.
+
+    Raises:
+        ValueError: naming the family, the tiny config and what does not hold.
+    """
+    for name, kwargs in family.tiny_configs.items():
+        where = f"the tiny {name!r} model of family {family.model_type!r}"
+        try:
+            model = family.model_class(family.config_class(**kwargs))
+        except Exception as e:  # any construction error is a broken tiny config: say which one
+            raise ValueError(f"{where} cannot be built from its tiny config: {e}") from e
+        if model.config.model_type != family.model_type:
+            raise ValueError(f"{where} has model_type {model.config.model_type!r}")
+        key = family.key_of(model.config)
+        if key != family.key_of_kwargs(kwargs):
+            raise ValueError(f"{where}: variant_of gives {key!r} on the config but "
+                             f"{family.key_of_kwargs(kwargs)!r} on the kwargs (treat a missing field as its default)")
+        variant = family.variant(key)
+        layout = variant.layout
+        names, blocks = layout.find_blocks(model, where)
+        modules = dict(model.named_modules())
+        for post in layout.post_blocks:
+            if post not in modules:
+                raise ValueError(f"{where}: post-block module {post!r} does not exist")
+        for block_name, block in zip(names, blocks):
+            if layout.kind == "transformer":
+                layout.sublayer(block, "attention", block_name, where)
+                layout.sublayer(block, "ffn", block_name, where)
+            else:
+                layout.block_channels(block, block_name, where)
+        t = variant.targets
+        for method, targets in (("lora", t.lora), ("linear", t.for_linear_tuners()), ("ia3", t.ia3)):
+            # peft's rule: a target list fails when none of its suffixes matches (conv3 exists in bottleneck
+            # ResNets only, so one unmatched name is not an error by itself).
+            if targets and not any(n == s or n.endswith("." + s) for s in targets for n in modules):
+                raise ValueError(f"{where}: none of the default {method} targets {list(targets)} matches a module")
+
+
+def register_with_transformers(family: BackboneFamily, check: bool = True) -> None:
+    """Register a family with ``AutoConfig``/``AutoModel``/``AutoFeatureExtractor`` (idempotent), so that
+    ``AutoModel.from_pretrained(folder)`` works in this process; then :func:`check_family` (``check=True``)."""
+    if family.model_type in _AUTO_REGISTERED:
+        return
+    _AUTO_REGISTERED.add(family.model_type)
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+    from ..processing.processor import ECGProcessor
+
+    try:
+        config_class, model_class = family.config_class, family.model_class
+        AutoConfig.register(family.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoFeatureExtractor.register(config_class, ECGProcessor, exist_ok=True)
+        if check:
+            check_family(family)
+    except BaseException:
+        _AUTO_REGISTERED.discard(family.model_type)
+        raise
+
+
+def register_all_with_transformers() -> None:
+    """Register every family with the transformers Auto classes (imports every family's model)."""
+    for family in list(FAMILIES.values()):
+        register_with_transformers(family)
+
+
+def discover_families() -> list[str]:
+    """Import every subpackage of ``ecg_adapt.models`` and register the ``FAMILY`` it exposes (packages without
+    one are not families). Cheap: a family package exposes ``FAMILY`` without importing torch."""
+    from .. import models
+
+    found = []
+    for info in pkgutil.iter_modules(models.__path__):
+        if not info.ispkg:
+            continue
+        package = importlib.import_module(f"{models.__name__}.{info.name}")
+        family = getattr(package, "FAMILY", None)
+        if family is not None:
+            register_family(family)
+            found.append(family.model_type)
+    return found
 
 
 def released_variants() -> list[dict]:
@@ -66,6 +153,12 @@ def get_family(model_type: str) -> BackboneFamily:
         raise ValueError(f"Unknown backbone family {model_type!r}; known families: {sorted(FAMILIES)}") from None
 
 
+def family_of(backbone_or_config: Any) -> BackboneFamily | None:
+    """The registered family of a backbone (or its config), ``None`` for an unregistered one."""
+    config = getattr(backbone_or_config, "config", backbone_or_config)
+    return FAMILIES.get(getattr(config, "model_type", None))
+
+
 def _read_model_type(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
     path = Path(name_or_path)
     if path.is_dir():
@@ -74,11 +167,13 @@ def _read_model_type(name_or_path: str | os.PathLike, revision: str | None = Non
             raise FileNotFoundError(f"{path} has no config.json: not a model folder")
         return json.loads(cfg.read_text()).get("model_type", "")
     # A hub id: let transformers resolve it (works offline from the cache with HF_HUB_OFFLINE=1).
+    from transformers import PreTrainedConfig
+
     config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path), revision=revision)
     return config_dict.get("model_type", "")
 
 
-def load_backbone(name_or_path: str | os.PathLike, revision: str | None = None, **kwargs) -> PreTrainedModel:
+def load_backbone(name_or_path: str | os.PathLike, revision: str | None = None, **kwargs: Any) -> PreTrainedModel:
     """Load a backbone from a local folder or a hub id, HF-style.
 
     Works on ecg_adapt's converted folders and on the original HuBERT-ECG Hugging Face release (its
@@ -98,6 +193,9 @@ def load_backbone(name_or_path: str | os.PathLike, revision: str | None = None, 
 def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | None = None, revision: str | None = None) -> ECGProcessor:
     """The processor saved next to a backbone, or the family's default preprocessing when none was saved
     (original releases do not ship a ``preprocessor_config.json``)."""
+    from ..processing.processor import ECGProcessor
+
+    register_all_with_transformers()  # AutoConfig must know every family below
     path = Path(name_or_path)
     has_saved = (path / "preprocessor_config.json").exists() if path.is_dir() else None
     if has_saved is not False:
@@ -107,7 +205,12 @@ def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | N
             if has_saved:
                 raise
     if config is None:
+        from transformers import AutoConfig
+
         config = AutoConfig.from_pretrained(str(name_or_path), revision=revision)
     family = get_family(config.model_type)
     logger.info("No preprocessor_config.json in %s: using the %s default preprocessing", name_or_path, family.model_type)
     return ECGProcessor(config.signal_contract, family.default_processor_steps())
+
+
+discover_families()

@@ -1,63 +1,45 @@
 """ECG-FM (McKeen et al. 2024; bowang-lab/ECG-FM on Jwoo5/fairseq-signals, MIT): configuration, model,
-converter, preprocessing steps and the family record for the registry.
+converter, preprocessing steps and the family record.
 
-Register the family (``AutoModel``, ``adapt()``, ``load_backbone`` then know ``model_type="ecg_fm"``)::
-
-    from ecg_adapt.models.registry import register_family
-    from ecg_adapt.models import ecg_fm
-    register_family(ecg_fm.FAMILY)
+The family record and its torch-free facts (``FAMILY``, contracts, released variants) are imported with the package;
+the configuration, model, converter and processor classes on first access (importing torch and transformers then,
+and registering the family with the transformers Auto classes).
 """
 
-from ..registry import BackboneFamily
-from .configuration import ECG_FM_CONTRACT, RELEASED_ARCHITECTURE, RELEASED_VARIANTS, ECGFMConfig, default_processor_steps
-from .convert import (
-    ECGFMConversionReport,
-    ECGFMOriginalClassifier,
-    config_from_checkpoint,
-    convert_ecg_fm,
-    load_original,
-    load_original_classifier,
-    read_fairseq_checkpoint,
-)
-from .modeling import ECGFMModel, ECGFMPreTrainedModel
-from .processing import EndpointLinearResample, NonOverlappingSegments, RecordLeadZScore
+from .._lazy import lazy_exports
+from .family import ECG_FM_CONTRACT, FAMILY, LORA_TARGET_MODULES, RELEASED_ARCHITECTURE, RELEASED_VARIANTS
 
-LORA_TARGET_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-
-FAMILY = BackboneFamily(
-    model_type="ecg_fm",
-    config_class=ECGFMConfig,
-    model_class=ECGFMModel,
-    default_processor_steps=default_processor_steps,
-    lora_target_modules=LORA_TARGET_MODULES,
-    lora_rationale=(
-        "every nn.Linear of every transformer layer: attention q/k/v/out_proj (separate projections in the "
-        "original, so no fused qkv to split) and the FFN fc1/fc2, which hold 2/3 of the encoder weights. Left "
-        "frozen: the conv feature extractor (ECG-FM fine-tuning freezes it, feature_grad_mult=0), "
-        "post_extract_proj (one shared input projection), and the positional conv (grouped, 16 groups, and "
-        "weight-normed: peft cannot merge LoRA on grouped convs and r would have to be a multiple of the groups)"
-    ),
-    convert=convert_ecg_fm,
-    description=(
-        "ECG-FM (McKeen et al. 2024), wav2vec 2.0-style transformer (conv extractor over 12 leads, conv positional "
-        "encoding, 12 post-LN layers, 768-d), 12 leads at 500 Hz, 5 s windows, per-lead z-score over the record"
-    ),
-    released_variants=tuple(RELEASED_VARIANTS),
-)
+_LAZY: dict[str, str] = {
+    "ECGFMConfig": ".configuration",
+    "default_processor_steps": ".configuration",
+    "ECGFMConversionReport": ".convert",
+    "ECGFMOriginalClassifier": ".convert",
+    "config_from_checkpoint": ".convert",
+    "convert_ecg_fm": ".convert",
+    "load_original": ".convert",
+    "load_original_classifier": ".convert",
+    "read_fairseq_checkpoint": ".convert",
+    "ECGFMModel": ".modeling",
+    "ECGFMPreTrainedModel": ".modeling",
+    "EndpointLinearResample": ".processing",
+    "NonOverlappingSegments": ".processing",
+    "RecordLeadZScore": ".processing",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
 
 __all__ = [
-    "ECG_FM_CONTRACT",
-    "FAMILY",
-    "LORA_TARGET_MODULES",
-    "RELEASED_ARCHITECTURE",
-    "RELEASED_VARIANTS",
     "ECGFMConfig",
     "ECGFMConversionReport",
     "ECGFMModel",
     "ECGFMOriginalClassifier",
     "ECGFMPreTrainedModel",
+    "ECG_FM_CONTRACT",
     "EndpointLinearResample",
+    "FAMILY",
+    "LORA_TARGET_MODULES",
     "NonOverlappingSegments",
+    "RELEASED_ARCHITECTURE",
+    "RELEASED_VARIANTS",
     "RecordLeadZScore",
     "config_from_checkpoint",
     "convert_ecg_fm",

@@ -22,35 +22,14 @@ from transformers import PreTrainedConfig
 from ...processing.contract import SignalContract
 from ...processing.steps import Resample, Step, Window
 from .processing import SOSButterworth
-
-_SOURCE = "https://github.com/sehunfromdaegu/ECG_JEPA"
-_COMMIT = "d937ad2c2c8a1e22856ce7e4a23a30f84a71217c"
-
-# The c = 8 lead slots of the pretrained model, in the order of its input rows and of its positional table:
-# ecg_data.py keeps rows [0, 1, 6..11] of the standard 12-lead order.
-PRETRAINING_LEADS: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
-
-_FILTERING_LINEAR = (
-    "none for linear evaluation (ecg_data.waves_ptbxl): FFT resample (scipy.signal.resample) of the 10 s crop "
-    "to 2500 samples; the fine-tuning pipeline (finetuning.py) adds zero-phase order-5 Butterworth 0.67 Hz "
-    "high-pass then 40 Hz low-pass (sosfiltfilt), see default_processor_steps(pipeline='finetune')"
+from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
+    ECG_JEPA_CONTRACT,
+    PRETRAINING_LEADS,
+    RELEASED_SIZES,
+    RELEASED_VARIANTS,
+    _contract,
 )
 
-
-def _contract(leads: tuple[str, ...] = PRETRAINING_LEADS) -> SignalContract:
-    return SignalContract(
-        leads=leads,
-        sampling_rate=250.0,
-        window_samples=2500,
-        layout="channels_first",
-        units="mV",
-        filtering=_FILTERING_LINEAR,
-        normalization="none: the encoder sees millivolts (no z-score, no min-max, no baseline removal)",
-        source=f"sehunfromdaegu/ECG_JEPA@{_COMMIT[:7]}: ecg_data.py waves_ptbxl/get_ecg_data, augmentation.py, finetuning.py",
-    )
-
-
-ECG_JEPA_CONTRACT = _contract()
 
 PIPELINES = ("linear_eval", "finetune")
 
@@ -87,42 +66,6 @@ def default_processor_steps(window_mode: str = "all", pipeline: str = "linear_ev
             SOSButterworth(btype="lowpass", cutoff_hz=40.0, order=5),
         ]
     return steps
-
-
-# The released ViT-B encoder (models.load_encoder). Shapes a converter cannot read from tensors: the head count.
-RELEASED_SIZES: dict[str, dict[str, Any]] = {
-    "vit-b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 16, "mlp_ratio": 4.0, "qkv_bias": False},
-}
-
-_WEIGHTS = {
-    "multiblock": "https://drive.google.com/file/d/1gMOT4xjQQg0GZkY1iE6NuDzua4ALw00l/view (multiblock_epoch100.pth)",
-    "random": "https://drive.google.com/file/d/1mh-XL0XOvvhFbhvuZ9c2KnTHa9B4F3Wx/view (random_epoch100.pth)",
-}
-# Parameters of ECGJEPAModel built from RELEASED_SIZES (tests recompute it): the trainable weights. The
-# checkpoint also stores the fixed sin-cos table pos_embed (400 x 768 = 307,200 values, a buffer here),
-# 85,374,720 values in all.
-_RELEASED_PARAMETERS = 85_067_520
-_RELEASED_STATE_DICT_VALUES = 85_374_720
-
-RELEASED_VARIANTS: list[dict[str, Any]] = [
-    {
-        "name": f"ecg-jepa-{masking}",
-        "family": "ecg_jepa",
-        "source": f"{_SOURCE} (commit {_COMMIT[:7]}; paper arXiv 2410.08559)",
-        "weights": _WEIGHTS[masking],
-        "licence": "MIT (code); the checkpoints carry no licence statement of their own",
-        "redistribution": "unclear for the weights (no licence on the Google Drive files): link and convert, do not re-host",
-        "parameters": _RELEASED_PARAMETERS,
-        "state_dict_values": _RELEASED_STATE_DICT_VALUES,
-        "pretraining": (
-            f"{'multi-block masking, mask_scale (0.175, 0.225)' if masking == 'multiblock' else 'random masking, mask_scale (0.6, 0.7)'}; "
-            "Chapman-Shaoxing-Ningbo + CODE-15, 100 epochs; the file holds the context encoder only"
-        ),
-        "config": dict(RELEASED_SIZES["vit-b"]),
-        "contract": ECG_JEPA_CONTRACT.describe(),
-    }
-    for masking in ("multiblock", "random")
-]
 
 
 @strict

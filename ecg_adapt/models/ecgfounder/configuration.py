@@ -14,52 +14,16 @@ from typing import Any, Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import Normalize, Resample, Step, Window
 from .processing import ButterworthBA, MedianBaseline, NotchIIR
-
-_SOURCE = "PKUDigitalHealth/ECGFounder@04edac7: dataset.py (LVEF_*_Dataset), util.py filter_bandpass, net1d.py"
-_FILTERING = (
-    "IIR notch 50 Hz (Q=30) with filtfilt; Butterworth order-4 band-pass 0.67-40 Hz in ba form with filtfilt; "
-    "baseline removal x - medfilt(x, 0.4 s + 1 sample) with zero-padded edges; all per lead in float64 "
-    "on each 10 s window"
+from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
+    ECGFOUNDER_1LEAD_CONTRACT,
+    ECGFOUNDER_CONTRACT,
+    RELEASED_ARCHITECTURE,
+    RELEASED_VARIANTS,
+    contract_for_in_channels,
 )
-_NORMALIZATION = "one z-score over the whole (leads, 5000) window: (x - mean) / (std + 1e-8), not per lead"
-
-ECGFOUNDER_CONTRACT = SignalContract(
-    leads=STANDARD_12_LEADS,
-    sampling_rate=500.0,
-    window_samples=5000,
-    layout="channels_first",
-    units="mV",
-    filtering=_FILTERING,
-    normalization=_NORMALIZATION,
-    source=_SOURCE,
-)
-
-# The 1-lead release reads lead I only (dataset.py LVEF_1lead_*: new_leads = ['I']); its z-score is over that lead.
-ECGFOUNDER_1LEAD_CONTRACT = SignalContract(
-    leads=("I",),
-    sampling_rate=500.0,
-    window_samples=5000,
-    layout="channels_first",
-    units="mV",
-    filtering=_FILTERING,
-    normalization=_NORMALIZATION,
-    source=_SOURCE,
-)
-
-
-def contract_for_in_channels(in_channels: int) -> SignalContract:
-    """The released contract for a model with ``in_channels`` inputs (12 leads or lead I)."""
-    if in_channels == 12:
-        return ECGFOUNDER_CONTRACT
-    if in_channels == 1:
-        return ECGFOUNDER_1LEAD_CONTRACT
-    raise ValueError(
-        f"ECGFounder was released with 12 or 1 input leads, not {in_channels}; pass signal_contract= naming "
-        "the leads this model reads"
-    )
 
 
 Pipeline = Literal["dataset", "ptbxl_eval"]
@@ -96,45 +60,6 @@ def default_processor_steps(window_mode: str = "all", pipeline: Pipeline = "data
             Normalize(method="zscore", scope="global", eps=1e-8),
         ]
     raise ValueError(f"Unknown ECGFounder pipeline {pipeline!r}; use 'dataset' or 'ptbxl_eval'")
-
-
-# The architecture of both releases (finetune_model.py ft_12lead_ECGFounder / ft_1lead_ECGFounder,
-# ptbxl_eval.py); only in_channels differs.
-RELEASED_ARCHITECTURE: dict[str, Any] = {
-    "base_filters": 64,
-    "ratio": 1,
-    "filter_list": [64, 160, 160, 400, 400, 1024, 1024],
-    "m_blocks_list": [2, 2, 2, 3, 3, 4, 4],
-    "kernel_size": 16,
-    "stride": 2,
-    "groups_width": 16,
-    "n_classes": 150,
-    "use_bn": False,
-    "use_do": False,
-}
-
-_WEIGHTS = "https://huggingface.co/PKUDigitalHealth/ECGFounder"
-# Parameter counts include the 150-label head ``dense`` and the BatchNorm affine parameters, which are stored
-# but never applied (use_bn=False), i.e. they count what the released state_dict holds. ``parameters_backbone``
-# leaves the head out. tests/test_ecgfounder.py recomputes both from the config.
-RELEASED_VARIANTS: list[dict[str, Any]] = [
-    {
-        "name": name,
-        "family": "ecgfounder",
-        "source": "https://github.com/PKUDigitalHealth/ECGFounder",
-        "weights": f"{_WEIGHTS} ({filename}; torch.save dict, weights under 'state_dict')",
-        "licence": "MIT (code); the licence of the Hugging Face weight files was not verified",
-        "redistribution": "link and convert (ecg_adapt does not re-host the weights; their licence is unverified)",
-        "parameters": params,
-        "parameters_backbone": backbone,
-        "config": {"in_channels": in_channels, **RELEASED_ARCHITECTURE},
-        "contract": contract.describe(),
-    }
-    for name, filename, in_channels, params, backbone, contract in (
-        ("ecgfounder-12lead", "12_lead_ECGFounder.pth", 12, 30_819_014, 30_665_264, ECGFOUNDER_CONTRACT),
-        ("ecgfounder-1lead", "1_lead_ECGFounder.pth", 1, 30_807_750, 30_654_000, ECGFOUNDER_1LEAD_CONTRACT),
-    )
-]
 
 
 @strict

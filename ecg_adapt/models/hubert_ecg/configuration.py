@@ -13,21 +13,12 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import HubertConfig
 
-from ...processing.contract import STANDARD_12_LEADS, SignalContract
+from ...processing.contract import SignalContract
 from ...processing.steps import BandpassFIR, Decimate, FillNaN, Flatten, Normalize, Resample, Step, Window
-
-HUBERT_ECG_CONTRACT = SignalContract(
-    leads=STANDARD_12_LEADS,
-    sampling_rate=100.0,
-    window_samples=500,
-    layout="lead_major_flat",
-    units="mV",
-    filtering=(
-        "FIR band-pass 0.05-47 Hz (Hamming, int(0.3*fs) taps made odd, zero-phase filtfilt) at the record rate; "
-        "FFT resample to 500 Hz; after cropping, order-8 Chebyshev-I decimation by 5 on the concatenated leads"
-    ),
-    normalization="per-lead min-max to [-1, 1] over the whole record at 500 Hz, before cropping (eps 1e-8)",
-    source="Edoar-do/HuBERT-ECG@affe1f9: code/utils.py ecg_preprocessing, code/dataset.py ECGDataset",
+from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
+    HUBERT_ECG_CONTRACT,
+    RELEASED_SIZES,
+    RELEASED_VARIANTS,
 )
 
 
@@ -46,34 +37,6 @@ def default_processor_steps(window_mode: str = "all") -> list[Step]:
         Flatten(),
         Decimate(q=5),
     ]
-
-
-# The released sizes (code/finetune.py size table; HF config.json of Edoardo-BS/hubert-ecg-small).
-# All three share the 5-layer conv stack and the conv positional embedding (128 taps, 16 groups).
-RELEASED_SIZES: dict[str, dict[str, int]] = {
-    "small": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "intermediate_size": 2048, "classifier_proj_size": 256},
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "classifier_proj_size": 256},
-    "large": {"hidden_size": 960, "num_hidden_layers": 16, "num_attention_heads": 12, "intermediate_size": 3840, "classifier_proj_size": 512},
-}
-
-
-_HUBERT_SOURCE = "https://github.com/Edoar-do/HuBERT-ECG"
-# Parameter counts are of the backbone without the pretraining heads, computed from these configs
-# (tests/test_hubert_ecg.py recomputes them).
-RELEASED_VARIANTS: list[dict[str, Any]] = [
-    {
-        "name": f"hubert-ecg-{size}",
-        "family": "hubert_ecg",
-        "source": _HUBERT_SOURCE,
-        "weights": f"https://huggingface.co/Edoardo-BS/hubert-ecg-{size}",
-        "licence": "CC BY-NC 4.0 (code and weights; non-commercial use only)",
-        "redistribution": "link and convert (ecg_adapt does not re-host the weights)",
-        "parameters": params,
-        "config": dict(RELEASED_SIZES[size]),
-        "contract": HUBERT_ECG_CONTRACT.describe(),
-    }
-    for size, params in (("small", 30_209_152), ("base", 92_798_080), ("large", 187_643_776))
-]
 
 
 @strict

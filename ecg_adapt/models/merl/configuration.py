@@ -24,37 +24,15 @@ from transformers import PreTrainedConfig
 
 from ...processing.contract import SignalContract
 from ...processing.steps import Normalize, Resample, Step, Window
-
-ENCODER_TYPES: tuple[str, ...] = ("resnet", "vit")
-RESNET_BLOCKS: tuple[str, ...] = ("basic", "bottleneck")
-# Output channels of a residual block per unit of stage width (the original ``block.expansion``).
-RESNET_EXPANSION: dict[str, int] = {"basic": 1, "bottleneck": 4}
-
-# MIMIC-IV-ECG stores the limb leads as I, II, III, aVR, aVF, aVL: MERL was pretrained in that order, and its
-# downstream code swaps rows 4 and 5 of standard-order data (``ecg[[4, 5]] = ecg[[5, 4]]``). The processor maps
-# leads by *name* onto this order, so a standard-order record gets exactly that swap.
-MERL_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
-
-_SOURCE_REPO = "https://github.com/cheliu-computation/MERL-ICML2024"
-_SOURCE_COMMIT = "38799b7deb1c9958f41badcfacc6a95192787cc4"
-_WEIGHTS_URL = "https://drive.google.com/drive/folders/13wb4DppUciMn-Y_qC2JRWTbZdz3xX0w2"
-
-MERL_CONTRACT = SignalContract(
-    leads=MERL_LEADS,
-    sampling_rate=500.0,
-    window_samples=5000,
-    layout="channels_first",
-    units="mV",
-    filtering="none (the original applies no filter of any kind)",
-    normalization=(
-        "one global min-max over all 12 leads and all samples of the 10 s window, to [0, 1]: "
-        "(x - min) / (max - min + 1e-8), in float64, then cast to float32"
-    ),
-    source=f"cheliu-computation/MERL-ICML2024@{_SOURCE_COMMIT[:7]}: finetune/finetune_dataset.py (ptbxl branch)",
-    extra={
-        "lead_order": "MIMIC-IV-ECG order: aVF BEFORE aVL (rows 4 and 5 swapped relative to the standard order)",
-        "crop": "first 5000 samples of the record (10 s at 500 Hz); no resampling in the original",
-    },
+from .family import (  # noqa: F401  (re-exported: the torch-free facts live in family.py)
+    ENCODER_TYPES,
+    MERL_CONTRACT,
+    MERL_LEADS,
+    ORIGINAL_VIT_DIM_HEAD,
+    RELEASED_CONFIGS,
+    RELEASED_VARIANTS,
+    RESNET_BLOCKS,
+    RESNET_EXPANSION,
 )
 
 
@@ -79,66 +57,6 @@ def default_processor_steps(window_mode: str = "all") -> list[Step]:
         Window(seconds=10.0, mode=window_mode),  # type: ignore[arg-type]
         Normalize(method="minmax", scope="global", low=0.0, high=1.0, eps=1e-8),
     ]
-
-
-# Architectures of the released encoders (``ResNet18()`` and ``vit_tiny(num_leads=12)``), as MERLConfig kwargs.
-RELEASED_CONFIGS: dict[str, dict[str, Any]] = {
-    "resnet18": {
-        "encoder_type": "resnet",
-        "resnet_block": "basic",
-        "resnet_num_blocks": [2, 2, 2, 2],
-        "resnet_widths": [64, 128, 256, 512],
-    },
-    "vit_tiny": {
-        "encoder_type": "vit",
-        "vit_width": 192,
-        "vit_depth": 12,
-        "vit_heads": 3,
-        "vit_dim_head": 64,
-        "vit_mlp_dim": 768,
-        "vit_patch_size": 50,
-        "vit_seq_len": 5000,
-    },
-}
-
-# Every ViT factory of the original (vit_tiny/small/middle/base) leaves ``dim_head`` at its default of 64.
-# The tensors give only heads * dim_head, so the converter divides by this to get the number of heads.
-ORIGINAL_VIT_DIM_HEAD = 64
-
-_COMMON_VARIANT_FIELDS: dict[str, Any] = {
-    "family": "merl",
-    "source": f"{_SOURCE_REPO} (commit {_SOURCE_COMMIT[:7]})",
-    "weights": f"{_WEIGHTS_URL} (Google Drive folder linked from the README; *_encoder.pth = ECG encoder only)",
-    "licence": (
-        "MIT (code, Copyright (c) 2024 Che Liu). The released weights carry no licence statement of their own "
-        "and were pretrained on MIMIC-IV-ECG: check that dataset's terms as well"
-    ),
-    "redistribution": "not stated for the weights: link and convert (ecg_adapt does not re-host them)",
-    "contract": MERL_CONTRACT.describe(),
-}
-
-# ``parameters`` is ecg_adapt's backbone (without the unused pretraining ``linear`` of the ResNet file);
-# tests/test_merl.py recomputes it from ``config``.
-RELEASED_VARIANTS: list[dict[str, Any]] = [
-    {
-        "name": "merl-resnet18",
-        **_COMMON_VARIANT_FIELDS,
-        "file": "res18_best_encoder.pth (bare state_dict; the whole CLIP model is res18_best_ckpt.pth)",
-        "parameters": 3_848_832,
-        "parameters_in_file": 3_853_962,  # + the untrained linear (10, 512) + (10,) that the converter drops
-        "features": 512,
-        "config": dict(RELEASED_CONFIGS["resnet18"]),
-    },
-    {
-        "name": "merl-vit-tiny",
-        **_COMMON_VARIANT_FIELDS,
-        "file": "vit_tiny_best_encoder.pth (bare state_dict; the whole CLIP model is vit_tiny_best_ckpt.pth)",
-        "parameters": 5_473_152,
-        "parameters_in_file": 5_473_152,
-        "features": 192,
-        "config": dict(RELEASED_CONFIGS["vit_tiny"]),
-    },
-]
 
 
 @strict

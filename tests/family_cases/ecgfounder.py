@@ -1,0 +1,13 @@
+"""ECGFounder golden fixtures (``golden/ecgfounder/README.md``): 12-lead and 1-lead checkpoints, small random,
+with the original 150-label head (logits)."""
+
+from . import GoldenCase
+
+RELEASED = ["ecgfounder-12lead", "ecgfounder-1lead"]
+CASES = [
+    GoldenCase(f"ecgfounder-{name}", "ecgfounder", f"ecgfounder/{sub}{ckpt}", f"ecgfounder/{sub}model_input.npy",
+               "ecgfounder/meta.json", hidden=f"ecgfounder/{sub}hidden.npy", features=f"ecgfounder/{sub}features.npy",
+               logits=f"ecgfounder/{sub}logits.npy", hidden_channels_first=True)
+    for name, sub, ckpt in (("12lead", "", "12_lead_ECGFounder_small_random.pth"),
+                            ("1lead", "1lead/", "1_lead_ECGFounder_small_random.pth"))
+]

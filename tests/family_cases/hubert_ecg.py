@@ -1,0 +1,9 @@
+"""HuBERT-ECG golden fixtures (``golden/hubert_ecg/README.md``): the released HF folder format, small random."""
+
+from . import GoldenCase
+
+RELEASED = ["hubert-ecg-small", "hubert-ecg-base", "hubert-ecg-large"]
+CASES = [
+    GoldenCase("hubert_ecg", "hubert_ecg", "hubert_ecg/checkpoint", "hubert_ecg/model_input.npy", "hubert_ecg/meta.json",
+               hidden="hubert_ecg/hidden.npy", features="hubert_ecg/features.npy"),
+]
