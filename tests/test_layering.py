@@ -9,7 +9,8 @@ Layers, lowest first (a module may import its own layer and any lower one, never
 4. ``data``: sources and caches (build tasks, run processors);
 5. ``adaptation``: methods that wrap models;
 6. ``inference``: the predictor (adapted model + processor + aggregation);
-7. ``hub``: pushing and loading runs (a pushed run loads as a predictor);
+7. ``hub``: pushing and loading runs (a pushed run loads as a predictor); ``evaluation``: saved predictions,
+   comparisons of runs (reads run folders; the trainer writes predictions through it);
 8. ``training``: the recipe and the trainer (pushes to the hub at the end of a run);
 9. the faces: ``ecg_adapt`` (the package ``__init__``), ``cli``, ``train`` (``python -m ecg_adapt.train``).
 
@@ -40,6 +41,7 @@ LAYERS: dict[str, int] = {
     "adaptation": 5,
     "inference": 6,
     "hub": 7,
+    "evaluation": 7,
     "training": 8,
     "__init__": 9,
     "cli": 9,
