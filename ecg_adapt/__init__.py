@@ -19,10 +19,10 @@ once. ``from ecg_adapt import X`` works as with eager imports; type checkers rea
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .utils import lazy_exports
 
 # Public name -> the submodule that defines it (imported on first access).
 _LAZY_NAMES: dict[str, str] = {
@@ -66,14 +66,4 @@ if TYPE_CHECKING:
     from .training import Recipe, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later accesses skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)

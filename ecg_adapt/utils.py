@@ -3,7 +3,8 @@
 * :func:`did_you_mean`: the ``(did you mean 'x'?)`` hint of an error about an unknown name or key;
 * :func:`atomic_write` / :func:`atomic_write_text`: write a file under a temporary name, then rename it into place;
 * :func:`atomic_folder`: build a folder under a temporary sibling name, then swap it into place;
-* :func:`flatten_dict`: nested mappings to dotted keys (trackers and registries take flat parameters).
+* :func:`flatten_dict`: nested mappings to dotted keys (trackers and registries take flat parameters);
+* :func:`lazy_exports`: a package's names imported from their submodules on first use (PEP 562).
 
 Why the atomic helpers are written here: neither the standard library nor huggingface_hub offers a
 "build a folder, then replace the old one by rename" primitive, and every cache, checkpoint and model folder
@@ -13,14 +14,16 @@ ecg_adapt writes must never be seen half-written (a crash leaves the old folder 
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_folder", "atomic_write", "atomic_write_text", "did_you_mean", "flatten_dict"]
+__all__ = ["atomic_folder", "atomic_write", "atomic_write_text", "did_you_mean", "flatten_dict", "lazy_exports"]
 
 
 def did_you_mean(name: object, known: Iterable[object], cutoff: float = 0.6) -> str:
@@ -113,3 +116,32 @@ def flatten_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
+
+
+def lazy_exports(
+    package: str, names: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's module-level ``__getattr__`` and ``__dir__`` (PEP 562) serving ``names`` (public name ->
+    submodule that defines it), each imported on first access, as transformers' ``_LazyModule`` does.
+
+    Written here rather than taken from transformers: importing ``transformers.utils`` (where ``_LazyModule``
+    lives) costs about a second, which is what a lazy package face is meant to avoid.
+
+    Usage, at the end of a package's ``__init__``::
+
+        __getattr__, __dir__ = lazy_exports(__name__, {"Predictor": "inference"})
+    """
+    module = sys.modules[package]
+
+    def __getattr__(name: str) -> Any:
+        submodule = names.get(name)
+        if submodule is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{submodule}"), name)
+        setattr(module, name, value)  # later accesses skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(module)) | set(names))
+
+    return __getattr__, __dir__

@@ -126,6 +126,15 @@ def test_importing_the_package_loads_neither_torch_nor_transformers() -> None:
     assert version == __import__("ecg_adapt._version", fromlist=["__version__"]).__version__
 
 
+@pytest.mark.parametrize("module", ["ecg_adapt.adaptation.config", "ecg_adapt.tasks", "ecg_adapt.hub.errors"])
+def test_light_modules_load_without_torch(module: str) -> None:
+    """The adaptation schema (what a recipe validates against), the tasks layer and the hub's exception stay
+    importable without torch: the lazy package faces must not pull the heavy modules back in."""
+    r = _run(f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
 def test_every_exported_name_imports_from_the_package_face() -> None:
     import ecg_adapt
 

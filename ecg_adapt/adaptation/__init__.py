@@ -2,77 +2,87 @@
 
 ``registered_methods()`` lists the implemented methods; ``ecg-adapt methods`` prints which apply to which
 backbone family, and why the others do not.
+
+The names below are imported from their submodules on first use (as the package face does), so that
+``ecg_adapt.adaptation.config`` (the :class:`AdaptationConfig` schema a recipe validates against) loads without
+torch, transformers or peft. The method modules register themselves when imported; :func:`get_method` and
+:func:`registered_methods` import them all first (:func:`_load_methods`).
 """
 
-import importlib
+from __future__ import annotations
 
-from .config import (
-    METHODS,
-    AdaptationConfig,
-    MethodSpec,
-    UnsupportedAdaptationError,
-    get_method,
-    register_method,
-    registered_methods,
-)
-from .core import (
-    ADAPTATION_CONFIG_NAME,
-    ParameterCount,
-    adapt,
-    check_adaptation,
-    count_parameters,
-    load_adapted,
-    merge_for_deployment,
-    read_adaptation_config,
-    save_adapted,
-    trained_state_dict,
-)
-from .layout import BackboneLayout, backbone_layout
-from .modules import AdaptedModel
-from .optim import parameter_groups
-from .peft_methods import check_mergeable, support_matrix, support_matrix_markdown
+import importlib
+from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
+
+# Public name -> the submodule that defines it (imported on first access).
+_LAZY_NAMES: dict[str, str] = {
+    "METHODS": "config",
+    "AdaptationConfig": "config",
+    "MethodSpec": "config",
+    "UnsupportedAdaptationError": "config",
+    "get_method": "config",
+    "register_method": "config",
+    "registered_methods": "config",
+    "ADAPTATION_CONFIG_NAME": "core",
+    "ParameterCount": "core",
+    "adapt": "core",
+    "check_adaptation": "core",
+    "count_parameters": "core",
+    "load_adapted": "core",
+    "merge_for_deployment": "core",
+    "read_adaptation_config": "core",
+    "save_adapted": "core",
+    "trained_state_dict": "core",
+    "BackboneLayout": "layout",
+    "backbone_layout": "layout",
+    "AdaptedModel": "modules",
+    "parameter_groups": "optim",
+    "check_mergeable": "peft_methods",
+    "support_matrix": "peft_methods",
+    "support_matrix_markdown": "peft_methods",
+    "trainable_parameter_names": "selective",
+}
+
+__all__ = list(_LAZY_NAMES)
+
+if TYPE_CHECKING:
+    from .config import (
+        METHODS,
+        AdaptationConfig,
+        MethodSpec,
+        UnsupportedAdaptationError,
+        get_method,
+        register_method,
+        registered_methods,
+    )
+    from .core import (
+        ADAPTATION_CONFIG_NAME,
+        ParameterCount,
+        adapt,
+        check_adaptation,
+        count_parameters,
+        load_adapted,
+        merge_for_deployment,
+        read_adaptation_config,
+        save_adapted,
+        trained_state_dict,
+    )
+    from .layout import BackboneLayout, backbone_layout
+    from .modules import AdaptedModel
+    from .optim import parameter_groups
+    from .peft_methods import check_mergeable, support_matrix, support_matrix_markdown
+    from .selective import trainable_parameter_names
 
 # Modules that register methods when imported (see config.register_method).
 _METHOD_MODULES = ("native", "peft_methods", "selective", "modules")
 
 
 def _load_methods() -> None:
+    """Import every method module (each registers its methods); cheap once they are imported."""
     for name in _METHOD_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
+        importlib.import_module(f"{__name__}.{name}")
 
 
-_load_methods()
-
-from .selective import trainable_parameter_names  # noqa: E402  (after the method modules are registered)
-
-__all__ = [
-    "AdaptedModel",
-    "ADAPTATION_CONFIG_NAME",
-    "METHODS",
-    "AdaptationConfig",
-    "BackboneLayout",
-    "MethodSpec",
-    "ParameterCount",
-    "UnsupportedAdaptationError",
-    "adapt",
-    "check_mergeable",
-    "parameter_groups",
-    "trainable_parameter_names",
-    "support_matrix",
-    "support_matrix_markdown",
-    "backbone_layout",
-    "check_adaptation",
-    "count_parameters",
-    "get_method",
-    "load_adapted",
-    "merge_for_deployment",
-    "read_adaptation_config",
-    "register_method",
-    "registered_methods",
-    "save_adapted",
-    "trained_state_dict",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)

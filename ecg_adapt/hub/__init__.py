@@ -16,11 +16,33 @@ Example:
     >>> predictor = from_hub("me/ecg-lora")                                        # doctest: +SKIP
 """
 
-from .card import build_model_card, resolve_license
-from .errors import HubError
-from .load import from_hub
-from .mlflow_registry import download_from_mlflow, register_to_mlflow
-from .push import preflight_push, prepare_push_folder, push_to_hub
+from __future__ import annotations
 
-__all__ = ["HubError", "build_model_card", "download_from_mlflow", "from_hub", "preflight_push",
-           "prepare_push_folder", "push_to_hub", "register_to_mlflow", "resolve_license"]
+from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
+
+# Public name -> the submodule that defines it, imported on first access (``ecg_adapt.hub.errors`` and the
+# command line's error handling then load without huggingface_hub, torch or the models).
+_LAZY_NAMES: dict[str, str] = {
+    "HubError": "errors",
+    "build_model_card": "card",
+    "resolve_license": "card",
+    "from_hub": "load",
+    "download_from_mlflow": "mlflow_registry",
+    "register_to_mlflow": "mlflow_registry",
+    "preflight_push": "push",
+    "prepare_push_folder": "push",
+    "push_to_hub": "push",
+}
+
+__all__ = list(_LAZY_NAMES)
+
+if TYPE_CHECKING:
+    from .card import build_model_card, resolve_license
+    from .errors import HubError
+    from .load import from_hub
+    from .mlflow_registry import download_from_mlflow, register_to_mlflow
+    from .push import preflight_push, prepare_push_folder, push_to_hub
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)

@@ -23,7 +23,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ..adaptation.core import AdaptationConfig
+from ..adaptation.config import AdaptationConfig
 from ..utils import did_you_mean
 
 
