@@ -265,3 +265,42 @@ def test_classifier_pools_the_original_feature_vector(case: GoldenCase, golden: 
     with torch.no_grad():
         pooled = clf(torch.from_numpy(np.load(golden / case.model_input))).pooled.numpy()
     np.testing.assert_allclose(pooled, np.load(golden / case.features), **case.tolerance(golden, "features"))
+
+
+# ------------------------------------------------------------------------------------ plain transformers loading
+def test_folders_with_auto_map_load_in_plain_transformers_with_trust_remote_code(tmp_path: Path) -> None:
+    from ecg_adapt.models.remote_code import add_auto_map
+
+    for name in TINY:
+        model = tiny_backbone(name)
+        model.save_pretrained(tmp_path / name)
+        add_auto_map(tmp_path / name)
+        add_auto_map(tmp_path / name)  # idempotent
+        batch = tiny_batch(model)
+        np.save(tmp_path / name / "x.npy", batch["input_values"].numpy())
+        with torch.no_grad():
+            np.save(tmp_path / name / "expected.npy", model(batch["input_values"]).last_hidden_state.numpy())
+        # In a process where ecg_adapt registered the family, the registered class wins without trust_remote_code.
+        assert type(AutoModel.from_pretrained(tmp_path / name)) is type(model)
+    script = (
+        "import sys, numpy as np, torch; from pathlib import Path; from transformers import AutoModel\n"
+        "torch.set_num_threads(1)\n"
+        "folders = [Path(f) for f in sys.argv[1:]]\n"
+        "for folder in folders:  # before anything imported ecg_adapt: transformers alone refuses to run the code\n"
+        "    try:\n"
+        "        AutoModel.from_pretrained(folder)\n"
+        "        raise SystemExit(f'{folder.name}: loaded without trust_remote_code')\n"
+        "    except ValueError as e:\n"
+        "        assert 'trust_remote_code' in str(e), e\n"
+        "for folder in folders:\n"
+        "    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()\n"
+        "    assert type(model).__module__.startswith('ecg_adapt.models.'), type(model).__module__\n"
+        "    with torch.no_grad():\n"
+        "        got = model(torch.from_numpy(np.load(folder / 'x.npy'))).last_hidden_state.numpy()\n"
+        "    np.testing.assert_allclose(got, np.load(folder / 'expected.npy'), rtol=1e-5, atol=1e-6)\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script, *(str(tmp_path / n) for n in TINY)], capture_output=True,
+                         text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]  # after transformers' prompts
