@@ -28,11 +28,9 @@ from ecg_adapt.models.ecg_fm import (
     load_original,
     load_original_classifier,
 )
-from ecg_adapt.models.registry import register_family
 from ecg_adapt.processing import ECGProcessor
 
 torch.set_num_threads(1)
-register_family(FAMILY)
 
 OLD_STYLE = "ecg_fm_small_pretrained.pt"
 NEW_STYLE = "ecg_fm_small_pretrained_parametrizations.pt"
@@ -41,8 +39,7 @@ PRETRAINING_ONLY = [
     "final_proj.bias", "final_proj.weight", "mask_emb", "project_q.bias", "project_q.weight",
     "quantizer.vars", "quantizer.weight_proj.bias", "quantizer.weight_proj.weight",
 ]
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=[16] * 4,
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+TINY = dict(FAMILY.tiny_configs["ecg_fm"])
 
 
 @pytest.fixture

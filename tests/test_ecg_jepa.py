@@ -27,14 +27,13 @@ from ecg_adapt.models.ecg_jepa import (
     load_original,
     sincos_2d_lead_patch,
 )
-from ecg_adapt.models.registry import load_backbone, load_processor, register_family
+from ecg_adapt.models.registry import load_backbone, load_processor
 from ecg_adapt.processing import ECGProcessor
 
 torch.set_num_threads(1)
-register_family(ecg_jepa.FAMILY)
 
 CKPT = "ecg_jepa_small_random_epoch100.pth"
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY = dict(ecg_jepa.FAMILY.tiny_configs["ecg_jepa"])
 
 
 def _meta(golden: Path) -> dict:

@@ -24,18 +24,16 @@ from ecg_adapt.models.ecgfounder import (
     default_processor_steps,
     load_original,
 )
-from ecg_adapt.models.registry import register_family
 from ecg_adapt.processing import ECGProcessor
 
 torch.set_num_threads(1)
-register_family(ecgfounder.FAMILY)
 
 # (folder under golden/ecgfounder, checkpoint file, contract)
 VARIANTS = {
     "12lead": ("", "12_lead_ECGFounder_small_random.pth", ECGFOUNDER_CONTRACT),
     "1lead": ("1lead/", "1lead/1_lead_ECGFounder_small_random.pth", ECGFOUNDER_1LEAD_CONTRACT),
 }
-TINY = {"base_filters": 8, "filter_list": [8, 16, 24], "m_blocks_list": [1, 2, 1], "groups_width": 8, "n_classes": 5}
+TINY = dict(ecgfounder.FAMILY.tiny_configs["ecgfounder"])
 
 
 def _dir(golden: Path) -> Path:

@@ -15,7 +15,6 @@ from ecg_adapt import ECGClassifier, adapt, load_processor
 from ecg_adapt.data import read_wfdb
 from ecg_adapt.models import CheckpointMismatchError
 from ecg_adapt.models import st_mem
-from ecg_adapt.models.registry import register_family
 from ecg_adapt.models.st_mem import (
     ST_MEM_CONTRACT,
     STMEMConfig,
@@ -30,9 +29,8 @@ from ecg_adapt.processing import ECGProcessor
 from transformers import AutoConfig, AutoModel
 
 torch.set_num_threads(1)
-register_family(st_mem.FAMILY)
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=16, intermediate_size=64)
+TINY = dict(st_mem.FAMILY.tiny_configs["st_mem"])
 
 
 def _meta(golden: Path) -> dict:
