@@ -273,6 +273,15 @@ def test_converted_original_matches_the_original_outputs_through_every_loader(ca
         _assert_matches_golden(_outputs(model, case, golden), case, golden)
 
 
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda c: c.id)
+def test_cli_converts_every_golden_checkpoint(case: GoldenCase, golden: Path, tmp_path: Path) -> None:
+    from ecg_adapt.cli import main
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in case.convert_kwargs.items()]  # the CLI spells the kwargs as flags
+    assert main(["convert", "--family", case.family, *flags, str(golden / case.checkpoint), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "preprocessor_config.json").exists()
+
+
 @pytest.mark.parametrize("case", [c for c in GOLDEN_CASES if c.features], ids=lambda c: c.id)
 def test_classifier_pools_the_original_feature_vector(case: GoldenCase, golden: Path, tmp_path: Path) -> None:
     family = get_family(case.family)
