@@ -16,12 +16,11 @@ from ecg_adapt import ECGClassifier, load_adapted, load_backbone, load_processor
 from ecg_adapt.data import read_wfdb
 from ecg_adapt.models import CheckpointMismatchError, merl
 from ecg_adapt.models.merl import MERLConfig, MERLModel, convert_merl, load_original
-from ecg_adapt.models.registry import get_family, register_family, released_variants
+from ecg_adapt.models.registry import get_family, released_variants
 from ecg_adapt.processing import ECGProcessor
 from transformers import AutoConfig, AutoModel
 
 torch.set_num_threads(1)
-register_family(merl.FAMILY)
 
 ENCODERS = {
     "resnet1d": "resnet18_small_random_encoder.pth",

@@ -227,7 +227,7 @@ class BackboneFamily:
     tiny_configs: Mapping[str, Mapping[str, Any]]
     released_variants: tuple[dict, ...] = ()
     variant_of: Callable[[Any], str] | None = None
-    _resolved: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _resolved: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)  # per record
 
     # -- the heavy parts, imported on first use -------------------------------------------------------------
     def _get(self, name: str, path: str) -> Any:

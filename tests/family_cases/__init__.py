@@ -58,12 +58,23 @@ class ReleasedNames:
     names: tuple[str, ...]
 
 
-def all_cases() -> tuple[list[GoldenCase], list[ReleasedNames]]:
-    """Every declared golden case and released-name list, from every module of this package."""
-    cases, names = [], []
+@dataclass(frozen=True)
+class LoraCase:
+    """What the default LoRA does on one tiny config: the number of modules it wraps (an independent count, not
+    derived from the declared targets) and the tolerance of merged vs adapter logits."""
+
+    wrapped: int
+    atol: float
+    rtol: float
+
+
+def all_cases() -> tuple[list[GoldenCase], list[ReleasedNames], dict[str, LoraCase]]:
+    """Every declared golden case, released-name list and tiny-config LoRA case, from every module here."""
+    cases, names, lora = [], [], {}
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
         cases += list(getattr(module, "CASES", ()))
+        lora.update(getattr(module, "LORA", {}))
         if hasattr(module, "RELEASED"):
             names.append(ReleasedNames(info.name, tuple(module.RELEASED)))
-    return cases, names
+    return cases, names, lora

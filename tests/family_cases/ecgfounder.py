@@ -1,7 +1,7 @@
 """ECGFounder golden fixtures (``golden/ecgfounder/README.md``): 12-lead and 1-lead checkpoints, small random,
 with the original 150-label head (logits)."""
 
-from . import GoldenCase
+from . import GoldenCase, LoraCase
 
 RELEASED = ["ecgfounder-12lead", "ecgfounder-1lead"]
 CASES = [
@@ -11,3 +11,6 @@ CASES = [
     for name, sub, ckpt in (("12lead", "", "12_lead_ECGFounder_small_random.pth"),
                             ("1lead", "1lead/", "1_lead_ECGFounder_small_random.pth"))
 ]
+
+# Default LoRA on each tiny config: how many modules it wraps, and the merge tolerance (atol, rtol).
+LORA = {"ecgfounder": LoraCase(8, 1e-4, 1e-4)}  # conv1.conv, conv3.conv in 4 blocks

@@ -1,6 +1,6 @@
 """MERL golden fixtures (``golden/merl/README.md``): ResNet and ViT encoder files, small random; one input."""
 
-from . import GoldenCase
+from . import GoldenCase, LoraCase
 
 RELEASED = ["merl-resnet18", "merl-vit-tiny"]
 CASES = [
@@ -9,3 +9,6 @@ CASES = [
                hidden_channels_first=sub == "resnet1d")
     for sub, name in (("resnet1d", "resnet18_small_random_encoder.pth"), ("vit", "vit_small_random_encoder.pth"))
 ]
+
+# Default LoRA on each tiny config: how many modules it wraps, and the merge tolerance (atol, rtol).
+LORA = {"merl_resnet": LoraCase(9, 1e-4, 1e-4), "merl_vit": LoraCase(8, 1e-4, 1e-4)}  # stem + 2 convs x 4 blocks; 4 x 2 blocks
