@@ -10,13 +10,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .adaptation.core import load_adapted
 from .data.edf import read_edf
 from .data.record import ECGRecord, RecordError, read_wfdb
 from .models.classifier import ECGClassifier
 from .processing.processor import ECGProcessor, aggregate_windows
+from .progress import Progress
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Predictor:
         self.model.eval()
         records = list(records)
         out: list[Prediction] = []
-        bar = tqdm(total=len(records), desc="predicting", unit="rec", disable=not progress)
+        bar = Progress(len(records), "predicting", "rec", disable=not progress)  # bar on a terminal, lines otherwise
         for start in range(0, len(records), max(1, batch_size // 2)):
             chunk = records[start : start + max(1, batch_size // 2)]
             processed = self.processor.process_many(chunk)
