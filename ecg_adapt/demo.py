@@ -92,6 +92,9 @@ def prepare(recipe: Recipe) -> tuple[Recipe, dict[str, str]]:
     """
     from accelerate import PartialState
 
+    from .progress import quiet_library_bars
+
+    quiet_library_bars()  # off a terminal, save_pretrained's own bar would be carriage-return noise
     recipe = copy.deepcopy(recipe)
     options = dict(recipe.data.source_options)
     demo_options = {k: options.pop(k) for k in DEMO_SOURCE_OPTIONS if k in options}

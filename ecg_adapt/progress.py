@@ -68,10 +68,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.every_s, self.every_n, self.logger = float(every_s), every_n, logger
         if mode == "auto":
-            forced = os.environ.get(ENV_VAR, "").strip().lower()
-            if forced and forced not in ("bar", "lines", "off"):
-                raise ValueError(f"${ENV_VAR} must be bar, lines or off, got {forced!r}")
-            mode = forced or ("bar" if _is_terminal(self.stream) else "lines")  # type: ignore[assignment]
+            mode = _resolve_mode(self.stream)  # type: ignore[assignment]
         self.mode: ProgressMode = "off" if disable else mode
         self.n = self._start = int(initial)
         self._postfix: dict[str, Any] = {}
@@ -141,4 +138,29 @@ class Progress:
         self.close()
 
 
-__all__ = ["ENV_VAR", "Progress", "ProgressMode"]
+def _resolve_mode(stream: TextIO) -> str:
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced and forced not in ("bar", "lines", "off"):
+        raise ValueError(f"${ENV_VAR} must be bar, lines or off, got {forced!r}")
+    return forced or ("bar" if _is_terminal(stream) else "lines")
+
+
+def quiet_library_bars(stream: TextIO | None = None) -> bool:
+    """Off a terminal, turn off the tqdm bars that transformers, huggingface_hub and datasets draw themselves
+    (``save_pretrained``'s "Writing model shards", downloads): they would be the same carriage-return noise.
+    Returns whether it did. Each library's own switch is used; nothing is patched."""
+    if _resolve_mode(stream if stream is not None else sys.stderr) == "bar":
+        return False
+    import importlib
+
+    for module, switch in (("transformers.utils.logging", "disable_progress_bar"),
+                           ("huggingface_hub.utils", "disable_progress_bars"),
+                           ("datasets.utils.logging", "disable_progress_bar")):
+        try:
+            getattr(importlib.import_module(module), switch)()
+        except (ImportError, AttributeError):  # library absent or without that switch in this version
+            continue
+    return True
+
+
+__all__ = ["ENV_VAR", "Progress", "ProgressMode", "quiet_library_bars"]

@@ -188,3 +188,66 @@ def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, dat
     preds = predictor.predict([read_wfdb(samples / "cinc2021" / "HR06000")])
     probs = preds[0].probabilities
     assert set(probs) == {"CD", "HYP", "MI", "NORM", "STTC"} and all(0.0 <= p <= 1.0 for p in probs.values())
+
+
+def test_a_run_on_the_demo_data_says_so_in_log_metrics_and_card(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from ecg_adapt.demo import prepare
+    from ecg_adapt.hub.card import build_model_card
+    from ecg_adapt.training.recipe import RecipeError
+
+    run = tmp_path / "run"
+    recipe = Recipe.from_yaml(Path(__file__).resolve().parents[1] / "recipes" / "hubert_ecg_lora_ptbxl_superdiagnostic.yaml", [
+        f"output.output_dir={run}", "data.source_options.synthetic_records=50", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.max_records_per_split=4", "training.max_steps=2", "training.per_device_train_batch_size=4",
+        "training.eval_strategy=no", "training.save_strategy=no", "training.logging_steps=1"])
+    with pytest.raises(RecipeError, match="model.model_name_or_path is required"):
+        train(recipe)  # the loop itself knows no demo: null paths are the demo's to fill in
+    prepared, run_info = prepare(recipe)
+    assert recipe.data.path is None and recipe.model.model_name_or_path is None  # the caller's recipe is untouched
+    assert run_info["data"] == "synthetic" and "backbone" in run_info
+    assert prepared.data.source_options == {"sampling_rate": 100}  # the demo's own keys are consumed
+    assert (Path(prepared.data.path) / "synthetic_manifest.json").exists()
+    train(prepared, run_info=run_info)
+    log = (run / "train.log").read_text()
+    assert "SYNTHETIC demo data" in log and "EMBEDDED demo backbone" in log
+    assert json.loads((run / "metrics.json").read_text())["run_info"] == run_info
+    shutil.rmtree(prepared.data.path)  # the card must not depend on the synthetic folder still being there
+    card = build_model_card(run, "me/demo", "Edoardo-BS/hubert-ecg-small")
+    assert "Trained and evaluated on synthetic data" in card and "synthetic-data" in card
+    # progress off a terminal: plain lines (in train.log too), never carriage-return redraws
+    assert "training: 2/2 step (100%)" in log and "\r" not in log
+    assert "\r" not in capfd.readouterr().err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from ecg_adapt.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("ECG_ADAPT_PROGRESS", raising=False)
+    out = io.StringIO()
+    with Progress(5, "caching ptbxl", "rec", stream=out, every_n=2) as p:
+        for i in range(5):
+            p.set_postfix(loss=f"{0.5 - i / 10:.1f}")
+            p.update(1)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 3  # at 2, 4 and the close at 5
+    assert lines[0].startswith("caching ptbxl: 2/5 rec (40%), ") and lines[0].endswith("loss 0.4")
+    assert lines[-1].startswith("caching ptbxl: 5/5 rec (100%), ")
+    term = Terminal()
+    with Progress(5, "caching ptbxl", "rec", stream=term) as p:
+        p.update(5)
+    assert "\r" in term.getvalue()  # tqdm's bar
+    monkeypatch.setenv("ECG_ADAPT_PROGRESS", "lines")
+    forced = Terminal()
+    with Progress(5, "x", "rec", stream=forced) as p:
+        p.update(5)
+    assert "\r" not in forced.getvalue() and forced.getvalue().startswith("x: 5/5 rec")
+    quiet = io.StringIO()
+    with Progress(5, "x", "rec", stream=quiet, disable=True) as p:
+        p.update(5)
+    assert quiet.getvalue() == ""

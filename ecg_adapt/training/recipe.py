@@ -269,6 +269,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise RecipeError(errors[0] if len(errors) == 1 else f"Recipe key {key!r}: {value!r} fits none of {tp}")
     if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false: `save_strategy: no` means "no"
+            value = "no"
         if value not in args:
             raise RecipeError(f"Recipe key {key!r} must be one of {list(args)}, got {value!r}{_suggest(str(value), [str(a) for a in args])}")
         return value

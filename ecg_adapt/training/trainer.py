@@ -42,7 +42,7 @@ from ..processing.augment import Augmenter, batch_generator
 from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor, aggregate_windows
 from ..processing.steps import Window
-from ..progress import Progress
+from ..progress import Progress, quiet_library_bars
 from ..tasks.task import ClassificationTask
 from .recipe import Recipe, RecipeError, flatten_dict
 
@@ -218,6 +218,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
             )
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
+    quiet_library_bars()  # off a terminal, transformers' own save/download bars would be carriage-return noise
     fh = _setup_logging(accelerator, output_dir)
     if fh is not None:
         handlers.append(fh)
