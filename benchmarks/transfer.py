@@ -56,7 +56,7 @@ METHODS: dict[str, tuple[dict, float]] = {
 def _recipe(out: Path, data: Path, task: str, adaptation: dict, lr: float, epochs: int, backbone: str | None,
             batch: int) -> dict:
     return {
-        "model": {"model_name_or_path": backbone, "embedded_backbone": dict(PRETRAIN_BACKBONE)},
+        "model": {"model_name_or_path": backbone},
         "adaptation": adaptation,
         "data": {"path": str(data), "cache_dir": str(out.parent / "cache")},
         "task": {"name": task},
@@ -80,6 +80,7 @@ def main() -> None:
 
     from ecg_adapt import ECGClassifier
     from ecg_adapt.data.synthetic import make_synthetic_ptbxl
+    from ecg_adapt.demo import write_embedded_backbone
     from ecg_adapt.models.registry import load_processor
     from ecg_adapt.training import Recipe, train
 
@@ -92,8 +93,9 @@ def main() -> None:
     backbone_dir = out / "rhythm_backbone"
     if not (backbone_dir / "config.json").exists():
         t = time.time()
+        init = write_embedded_backbone(out / "random_init_backbone", dict(PRETRAIN_BACKBONE))
         pre = train(Recipe.from_dict(_recipe(out / "pretrain_rhythm", data, "rhythm", {"method": "full"}, 1e-3,
-                                             args.pretrain_epochs, None, args.batch)))
+                                             args.pretrain_epochs, str(init), args.batch)))
         print(f"pretraining on rhythm: test macro AUROC {pre['test']['macro_auroc']:.3f} ({time.time() - t:.0f} s)")
         clf = ECGClassifier.from_pretrained(str(out / "pretrain_rhythm" / "model"))
         clf.backbone.save_pretrained(backbone_dir)

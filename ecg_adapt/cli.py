@@ -10,16 +10,45 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_RECIPE = "recipes/hubert_ecg_lora_ptbxl_superdiagnostic.yaml"
+DEMO_RECIPE = "hubert_ecg_lora_ptbxl_superdiagnostic"  # a shipped recipe: found from any folder
+
+
+def _resolve_recipe(name_or_path: str) -> str:
+    """A recipe file, or the name of a shipped one (``ecg-adapt recipes ls``) when no such file exists."""
+    from .training.catalogue import RECIPE_SUFFIX, find_recipe
+
+    if Path(name_or_path).exists() or len(Path(name_or_path).parts) > 1 or name_or_path.endswith(RECIPE_SUFFIX):
+        return name_or_path
+    return str(find_recipe(name_or_path))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import demo
     from .training import Recipe, train
 
-    recipe = Recipe.from_yaml(args.recipe, args.overrides)
-    metrics = train(recipe)
+    recipe = Recipe.from_yaml(_resolve_recipe(args.recipe), args.overrides)
+    run_info: dict[str, str] = {}
+    if demo.needs_demo(recipe):  # no backbone or no data path: the offline demo's stand-ins, said loudly
+        recipe, run_info = demo.prepare(recipe)
+        for note in run_info.values():
+            if note != "synthetic":
+                print(f"ecg-adapt: {note}", file=sys.stderr)
+    metrics = train(recipe, run_info=run_info)
     m = metrics["test"]
-    print(f"test macro AUROC: {m.get('macro_auroc')}")
+    primary = next((k for k in ("macro_auroc", "challenge_score", "macro_f1", "kappa", "accuracy") if k in m), None)
+    print(f"test {primary}: {m.get(primary)}" if primary else f"test metrics: {m}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Train the demo recipe offline (embedded backbone, synthetic data), reload it and predict."""
+    from . import demo
+    from .training import Recipe
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("output.overwrite_output_dir") for o in overrides):
+        overrides.append("output.overwrite_output_dir=true")
+    demo.run(Recipe.from_yaml(_resolve_recipe(args.recipe), overrides), predict_dir=args.predict_dir)
     return 0
 
 
@@ -30,50 +59,42 @@ def _print_predictions(preds, limit: int | None = None) -> None:
         print(f"  {p.record_id:<12} windows={p.n_windows}  predicted={p.predicted or '-'}  top: {tops}")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Train the embedded default, reload the saved adapter, predict on the synthetic test fold and real records."""
-    import numpy as np
+def _cmd_recipes_ls(args: argparse.Namespace) -> int:
+    from .training.catalogue import list_recipes
 
-    from .data.ptbxl import PTBXL
-    from .inference import Predictor, find_wfdb_records, read_records
-    from .tasks.metrics import multilabel_metrics
-    from .training import Recipe, train
-
-    t0 = time.time()
-    overrides = list(args.overrides)
-    if not any(o.startswith("output.overwrite_output_dir") for o in overrides):
-        overrides.append("output.overwrite_output_dir=true")
-    recipe = Recipe.from_yaml(args.recipe, overrides)
-    metrics = train(recipe)
-    out = Path(recipe.output.output_dir)
-    print(f"\n== trained in {time.time() - t0:.0f} s; model in {out / 'model'}")
-
-    predictor = Predictor.from_pretrained(out / "model", missing_leads="zero")
-    data_root = recipe.data.path or recipe.data.synthetic_dir or str(out / "synthetic_ptbxl")
-    source = PTBXL(data_root, sampling_rate=recipe.data.sampling_rate)  # type: ignore[arg-type]
-    task = source.task(recipe.task.name)
-    test_ids = source.split_ids(task, "test")
-    if recipe.data.max_records_per_split:
-        test_ids = test_ids[: recipe.data.max_records_per_split]
-    records = [source.read(i) for i in test_ids]
-    preds = predictor.predict(records, progress=True)
-    y = task.encode([source.label_sets(recipe.task.name)[i] for i in test_ids])
-    scores = np.array([[p.probabilities[name] for name in task.labels] for p in preds])
-    reloaded = multilabel_metrics(y, scores, task.labels)["macro_auroc"]
-    print(f"== reloaded adapter on the {len(records)} test-fold records: macro AUROC {reloaded:.4f}")
-    _print_predictions(preds, 5)
-
-    if args.predict_dir:
-        paths = find_wfdb_records([args.predict_dir])
-        real, bad = read_records(paths)
-        print(f"\n== predictions on {len(real)} real records in {args.predict_dir} "
-              f"({len(bad)} unreadable){' (labels are the synthetic task classes)' if recipe.data.path is None else ''}:")
-        _print_predictions(predictor.predict(real, progress=False))
-        for e in bad:
-            print(f"  skipped {e}")
-    auroc = metrics["test"]["macro_auroc"]
-    print(f"\nTest macro AUROC: {auroc:.4f}   (total {time.time() - t0:.0f} s)")
+    rows = list_recipes()
+    if args.json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows], indent=2))
+        return 0
+    header = ("RECIPE", "FAMILY", "METHOD", "TASK", "DATASET")
+    table = [header] + [(r.name, r.family, r.method, r.task, r.dataset) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def _cmd_recipes_cp(args: argparse.Namespace) -> int:
+    from .training.catalogue import copy_recipe
+
+    dest = copy_recipe(args.name, args.dest, force=args.force)
+    print(f"copied {args.name} to {dest}")
+    return 0
+
+
+class _RecipeSchemaHelp(argparse.Action):
+    """``train --help``: the usage, then every recipe section and key generated from the schema dataclasses
+    (imported only when asked: the schema module imports no torch)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, help="show this help and every recipe key, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        from .training.recipe import schema_help
+
+        parser.print_help()
+        print("\n" + schema_help())
+        parser.exit()
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -194,20 +215,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train from a recipe YAML", description=(
-        "Train from a recipe. Overrides: section.key=value (e.g. training.learning_rate=3.0e-4). "
-        "Multi-process: accelerate launch -m ecg_adapt.train RECIPE [overrides]."))
-    t.add_argument("recipe", help="path to the recipe YAML")
+    t = sub.add_parser("train", help="train from a recipe YAML (or a shipped recipe's name)", add_help=False, description=(
+        "Train from a recipe: a YAML file or the name of a shipped one (`ecg-adapt recipes ls`). Overrides: "
+        "section.key=value (e.g. training.learning_rate=3.0e-4). Multi-process: accelerate launch -m "
+        "ecg_adapt.train RECIPE [overrides]. A recipe with a null model.model_name_or_path or data.path runs on the "
+        "offline demo's random-weight backbone / synthetic PTB-XL (ecg_adapt.demo), and the run says so."))
+    t.add_argument("-h", "--help", action=_RecipeSchemaHelp)
+    t.add_argument("recipe", help="path to the recipe YAML, or a shipped recipe's name")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.set_defaults(func=_cmd_train)
 
-    d = sub.add_parser("demo", help="train the embedded default end to end, reload it and predict", description=(
-        "Synthesises a small PTB-XL-layout dataset, fine-tunes a small HuBERT-ECG-shaped backbone with LoRA, "
-        "reloads the saved adapter and predicts on the synthetic test fold and on real WFDB records."))
-    d.add_argument("--recipe", default=DEMO_RECIPE, help=f"recipe (default {DEMO_RECIPE})")
+    d = sub.add_parser("demo", help="train the demo recipe offline end to end, reload it and predict", description=(
+        "Synthesises a small PTB-XL-layout dataset, fine-tunes a small HuBERT-ECG-shaped backbone (random weights) "
+        "with LoRA, reloads the saved adapter and predicts on the synthetic test fold and on real WFDB records "
+        "(ecg_adapt.demo)."))
+    d.add_argument("--recipe", default=DEMO_RECIPE, help=f"recipe file or shipped name (default {DEMO_RECIPE})")
     d.add_argument("--predict-dir", default=None, help="folder of real WFDB records to predict on")
     d.add_argument("overrides", nargs="*", help="section.key=value overrides")
     d.set_defaults(func=_cmd_demo)
+
+    rc = sub.add_parser("recipes", help="list or copy the shipped recipes (as torchtune's tune ls / tune cp)")
+    rsub = rc.add_subparsers(dest="recipes_command", required=True)
+    rl = rsub.add_parser("ls", help="table of the shipped recipes: name, family, method, task, dataset")
+    rl.add_argument("--json", action="store_true", help="print JSON (with each recipe's path and title)")
+    rl.set_defaults(func=_cmd_recipes_ls)
+    rp = rsub.add_parser("cp", help="copy a shipped recipe to edit it", description=(
+        "Copy a shipped recipe (comments included). NAME is as listed by `ecg-adapt recipes ls` (no .yaml); "
+        "DEST is a file or a folder. An existing file is kept unless --force."))
+    rp.add_argument("name", help="recipe name, e.g. hubert_ecg_lora_ptbxl_superdiagnostic")
+    rp.add_argument("dest", help="destination file or folder")
+    rp.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
+    rp.set_defaults(func=_cmd_recipes_cp)
 
     r = sub.add_parser("predict", help="predict with a saved model on WFDB / EDF / .npy inputs or folders",
                        description="Long recordings are cut into the model's windows; window probabilities are "

@@ -10,7 +10,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .adaptation.core import load_adapted
 from .data.edf import read_edf
@@ -18,6 +17,7 @@ from .data.record import ECGRecord, RecordError, read_wfdb
 from .models.classifier import ECGClassifier
 from .processing.processor import ECGProcessor
 from .tasks.windows import aggregate_windows
+from .progress import Progress
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Predictor:
         self.model.eval()
         records = list(records)
         out: list[Prediction] = []
-        bar = tqdm(total=len(records), desc="predicting", unit="rec", disable=not progress)
+        bar = Progress(len(records), "predicting", "rec", disable=not progress)  # bar on a terminal, lines otherwise
         for start in range(0, len(records), max(1, batch_size // 2)):
             chunk = records[start : start + max(1, batch_size // 2)]
             processed = self.processor.process_many(chunk)

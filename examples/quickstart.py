@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from ecg_adapt import PTBXL, ECGClassifier, Recipe, adapt, load_adapted, load_backbone, load_processor, train
+from ecg_adapt.demo import prepare as prepare_demo
 
 RECIPE = "recipes/hubert_ecg_lora_ptbxl_superdiagnostic.yaml"
 
@@ -28,22 +29,25 @@ def main() -> None:
     args = ap.parse_args()
 
     overrides = [f"output.output_dir={args.output}", "output.overwrite_output_dir=true",
-                 f"training.num_train_epochs={args.epochs}", f"data.synthetic_records={args.records}"]
+                 f"training.num_train_epochs={args.epochs}"]
     if args.backbone:
         overrides.append(f"model.model_name_or_path={args.backbone}")
     if args.ptbxl:
         overrides.append(f"data.path={args.ptbxl}")
 
     # 1. Train from the recipe (accelerate decides devices; run the same file with `accelerate launch`).
-    recipe = Recipe.from_yaml(RECIPE, overrides)
-    metrics = train(recipe)
+    if not args.ptbxl:
+        overrides.append(f"data.source_options.synthetic_records={args.records}")
+    # The demo fills in what the recipe leaves null (the random-weight backbone, synthetic PTB-XL) and says so.
+    recipe, run_info = prepare_demo(Recipe.from_yaml(RECIPE, overrides))
+    metrics = train(recipe, run_info=run_info)
     print(f"test macro AUROC: {metrics['test']['macro_auroc']:.4f}  (adapter saved in {args.output}/model)")
 
     # 2. The same pieces by hand: backbone -> head -> LoRA, and one real forward pass.
-    backbone_id = args.backbone or f"{args.output}/embedded_backbone"
+    backbone_id = recipe.model.model_name_or_path
     backbone = load_backbone(backbone_id)                        # no trust_remote_code needed
     processor = load_processor(backbone_id)                      # the backbone's signal contract
-    ptbxl = PTBXL(args.ptbxl or f"{args.output}/synthetic_ptbxl", sampling_rate=100)
+    ptbxl = PTBXL(recipe.data.path, sampling_rate=100)
     task = ptbxl.task("superdiagnostic")
     model = ECGClassifier.from_backbone(backbone, task.labels)
     model = adapt(model, "lora", r=8)                       # or "full" / "linear_probe"

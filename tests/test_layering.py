@@ -34,6 +34,7 @@ ROOT = PACKAGE.parent
 LAYERS: dict[str, int] = {
     "_version": 0,
     "utils": 0,
+    "progress": 0,
     "processing": 1,
     "tasks": 2,
     "models": 3,
@@ -46,6 +47,7 @@ LAYERS: dict[str, int] = {
     "__init__": 9,
     "cli": 9,
     "train": 9,
+    "demo": 9,
 }
 
 

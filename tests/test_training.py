@@ -14,9 +14,16 @@ import pytest
 import yaml
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
+from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.training import Recipe, train
 
 from conftest import TINY_HUBERT
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random HuBERT-ECG folder, written by the demo's own writer."""
+    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +31,9 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_ptbxl(tmp_path_factory.mktemp("synth"), n_records=80, progress=False)
 
 
-def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:
+def _recipe(tmp_path: Path, data_root: Path, backbone: Path, **training) -> dict:
     return {
-        "model": {"embedded_backbone": dict(TINY_HUBERT)},
+        "model": {"model_name_or_path": str(backbone)},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(tmp_path / "cache"), "max_records_per_split": 24},
         "task": {"name": "superdiagnostic"},
@@ -36,8 +43,8 @@ def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:
     }
 
 
-def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path) -> None:
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, report_to=["tensorboard"])))
+def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, report_to=["tensorboard"])))
     run = tmp_path / "run"
     assert list((run / "logs").rglob("events.out.tfevents*")), "accelerate tracker wrote nothing"
     for name in ("recipe.yaml", "metrics.json", "train.log", "model/adapter_model.safetensors",
@@ -51,20 +58,20 @@ def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path
     again = Recipe.from_yaml(run / "recipe.yaml")  # the resolved recipe is itself a valid recipe
     assert again.training.learning_rate == 1e-3
     with pytest.raises(FileExistsError, match="already holds a finished run"):
-        train(Recipe.from_dict(_recipe(tmp_path, data_root)))
+        train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir)))
     assert json.loads((run / "metrics.json").read_text()) == saved  # the finished run is left intact
 
 
-def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, data_root: Path) -> None:
-    full = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, max_steps=6, save_strategy="no")))
+def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+    full = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, backbone_dir, max_steps=6, save_strategy="no")))
     cfg = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=None)
-    train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, **cfg)))
+    train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, backbone_dir, **cfg)))
     run = tmp_path / "b" / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1", "checkpoint_2"]
     # Simulate a run interrupted after step 4 (mid-epoch: 6 batches per epoch): drop what came later.
     shutil.rmtree(run / "checkpoints" / "checkpoint_2")
     (run / "metrics.json").unlink()
-    resumed = train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, resume_from_checkpoint="latest", **cfg)))
+    resumed = train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, backbone_dir, resume_from_checkpoint="latest", **cfg)))
     assert resumed["global_step"] == 6
     assert "checkpoint_1 at epoch 0, step 4" in (run / "train.log").read_text()
     # checkpoint numbering continues after the one resumed from
@@ -82,8 +89,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path, data_root: Path) -> None:
-    recipe = _recipe(tmp_path, data_root, max_steps=3, save_strategy="no")
+def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+    recipe = _recipe(tmp_path, data_root, backbone_dir, max_steps=3, save_strategy="no")
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     # `accelerate launch --cpu --num_processes 2` silently runs ONE process; MULTI_CPU needs ACCELERATE_USE_CPU
@@ -103,13 +110,13 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path,
     assert metrics["world_size"] == 2 and "MULTI_CPU" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path, data_root: Path, backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ecg_adapt.hub import HubError
     from ecg_adapt.training.recipe import RecipeError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login
-    recipe = _recipe(tmp_path, data_root)
+    recipe = _recipe(tmp_path, data_root, backbone_dir)
     recipe["hub"] = {"push_to_hub": True, "hub_model_id": "me/ecg-lora", "base_model": "me/hubert-ecg-tiny"}
     with pytest.raises(HubError):
         train(Recipe.from_dict(recipe))
@@ -119,10 +126,10 @@ def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path
         Recipe.from_dict(recipe)
 
 
-def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, samples: Path) -> None:
+def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, samples: Path, backbone_dir: Path) -> None:
     """``data.source`` opens any registered source; CinC's task adds the official challenge score."""
     recipe = {
-        "model": {"embedded_backbone": dict(TINY_HUBERT)},
+        "model": {"model_name_or_path": str(backbone_dir)},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"source": "cinc2021", "path": str(samples / "cinc2021"), "cache_dir": str(tmp_path / "cache"),
                  "source_options": {"unscored_records": "negative", "split_fractions": [0.6, 0.2, 0.2]}},
@@ -142,17 +149,17 @@ def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, sam
         train(Recipe.from_dict(recipe))
 
 
-def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path) -> None:
+def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
     from ecg_adapt.training import RecipeError
 
     aug = [{"name": "gaussian_noise", "p": 1.0}, {"name": "lead_dropout", "p": 0.5}]
-    plain = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, max_steps=2, save_strategy="no")))
-    r = _recipe(tmp_path / "b", data_root, max_steps=2, save_strategy="no")
+    plain = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, backbone_dir, max_steps=2, save_strategy="no")))
+    r = _recipe(tmp_path / "b", data_root, backbone_dir, max_steps=2, save_strategy="no")
     r["data"]["augmentations"] = aug
     augmented = train(Recipe.from_dict(r))
     assert "training augmentations" in (tmp_path / "b" / "run" / "train.log").read_text()
     assert augmented["history"] != plain["history"] or augmented["test"]["loss"] != plain["test"]["loss"]
-    r = _recipe(tmp_path / "c", data_root, max_steps=2)
+    r = _recipe(tmp_path / "c", data_root, backbone_dir, max_steps=2)
     r["data"]["augmentations"] = [{"name": "gausian_noise"}]
     with pytest.raises(RecipeError, match="data.augmentations: .*did you mean 'gaussian_noise'"):
         train(Recipe.from_dict(r))
@@ -163,14 +170,14 @@ def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Pat
     {"method": "partial", "num_trainable_blocks": 1, "layerwise_lr_decay": 0.5},
     {"method": "ia3"},
 ])
-def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, data_root: Path, samples: Path,
+def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, data_root: Path, backbone_dir: Path, samples: Path,
                                                              adaptation: dict) -> None:
     """Every method kind goes through the same loop, save and Predictor (module, native with LLRD, peft)."""
     from ecg_adapt.adaptation import read_adaptation_config
     from ecg_adapt.inference import Predictor
     from ecg_adapt.data import read_wfdb
 
-    r = _recipe(tmp_path, data_root, max_steps=2, save_strategy="no")
+    r = _recipe(tmp_path, data_root, backbone_dir, max_steps=2, save_strategy="no")
     r["adaptation"] = adaptation
     metrics = train(Recipe.from_dict(r))
     model_dir = tmp_path / "run" / "model"
@@ -181,3 +188,66 @@ def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, dat
     preds = predictor.predict([read_wfdb(samples / "cinc2021" / "HR06000")])
     probs = preds[0].probabilities
     assert set(probs) == {"CD", "HYP", "MI", "NORM", "STTC"} and all(0.0 <= p <= 1.0 for p in probs.values())
+
+
+def test_a_run_on_the_demo_data_says_so_in_log_metrics_and_card(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from ecg_adapt.demo import prepare
+    from ecg_adapt.hub.card import build_model_card
+    from ecg_adapt.training.recipe import RecipeError
+
+    run = tmp_path / "run"
+    recipe = Recipe.from_yaml(Path(__file__).resolve().parents[1] / "recipes" / "hubert_ecg_lora_ptbxl_superdiagnostic.yaml", [
+        f"output.output_dir={run}", "data.source_options.synthetic_records=50", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.max_records_per_split=4", "training.max_steps=2", "training.per_device_train_batch_size=4",
+        "training.eval_strategy=no", "training.save_strategy=no", "training.logging_steps=1"])
+    with pytest.raises(RecipeError, match="model.model_name_or_path is required"):
+        train(recipe)  # the loop itself knows no demo: null paths are the demo's to fill in
+    prepared, run_info = prepare(recipe)
+    assert recipe.data.path is None and recipe.model.model_name_or_path is None  # the caller's recipe is untouched
+    assert run_info["data"] == "synthetic" and "backbone" in run_info
+    assert prepared.data.source_options == {"sampling_rate": 100}  # the demo's own keys are consumed
+    assert (Path(prepared.data.path) / "synthetic_manifest.json").exists()
+    train(prepared, run_info=run_info)
+    log = (run / "train.log").read_text()
+    assert "SYNTHETIC demo data" in log and "EMBEDDED demo backbone" in log
+    assert json.loads((run / "metrics.json").read_text())["run_info"] == run_info
+    shutil.rmtree(prepared.data.path)  # the card must not depend on the synthetic folder still being there
+    card = build_model_card(run, "me/demo", "Edoardo-BS/hubert-ecg-small")
+    assert "Trained and evaluated on synthetic data" in card and "synthetic-data" in card
+    # progress off a terminal: plain lines (in train.log too), never carriage-return redraws
+    assert "training: 2/2 step (100%)" in log and "\r" not in log
+    assert "\r" not in capfd.readouterr().err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from ecg_adapt.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("ECG_ADAPT_PROGRESS", raising=False)
+    out = io.StringIO()
+    with Progress(5, "caching ptbxl", "rec", stream=out, every_n=2) as p:
+        for i in range(5):
+            p.set_postfix(loss=f"{0.5 - i / 10:.1f}")
+            p.update(1)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 3  # at 2, 4 and the close at 5
+    assert lines[0].startswith("caching ptbxl: 2/5 rec (40%), ") and lines[0].endswith("loss 0.4")
+    assert lines[-1].startswith("caching ptbxl: 5/5 rec (100%), ")
+    term = Terminal()
+    with Progress(5, "caching ptbxl", "rec", stream=term) as p:
+        p.update(5)
+    assert "\r" in term.getvalue()  # tqdm's bar
+    monkeypatch.setenv("ECG_ADAPT_PROGRESS", "lines")
+    forced = Terminal()
+    with Progress(5, "x", "rec", stream=forced) as p:
+        p.update(5)
+    assert "\r" not in forced.getvalue() and forced.getvalue().startswith("x: 5/5 rec")
+    quiet = io.StringIO()
+    with Progress(5, "x", "rec", stream=quiet, disable=True) as p:
+        p.update(5)
+    assert quiet.getvalue() == ""

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from datasets import Array2D, Dataset, Features, Value
 from datasets.arrow_writer import ArrowWriter
-from tqdm.auto import tqdm
 
 from ..processing.processor import ECGProcessor
+from ..progress import Progress
 from .record import ECGRecord, RecordError
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def build_cache(
         notes: Counter[str] = Counter()
         n_windows = 0
         writer = ArrowWriter(features=features, path=str(tmp / DATA_FILE))
-        bar = tqdm(total=len(ids), desc=f"caching {source.name}", unit="rec", disable=not progress)
+        bar = Progress(len(ids), f"caching {source.name}", "rec", disable=not progress)  # bar on a terminal, lines otherwise
         for rid, rec in source.iter_records(ids):
             bar.update(1)
             if isinstance(rec, RecordError):

@@ -50,6 +50,8 @@ import numpy as np
 from ..utils import atomic_write
 import pandas as pd
 
+from ..progress import Progress
+
 __all__ = [
     "CLASS_DESIGN",
     "LEAD_NAMES",
@@ -728,7 +730,7 @@ def make_synthetic_ptbxl(
             written, but both filename columns are always filled, as in the real table.
         seed: everything (labels, metadata, signals) is a deterministic function of the arguments.
         duration_s: record length in seconds (PTB-XL: 10).
-        progress: show a tqdm progress bar.
+        progress: report progress (a bar on a terminal, plain lines otherwise).
         overwrite: regenerate even if ``root`` already holds this dataset, or replace a synthetic
             dataset written with other arguments. Folders not written by this function are never touched.
 
@@ -770,11 +772,11 @@ def make_synthetic_ptbxl(
     superclasses, codes, rhythms, folds = _assign_labels(n_records, table_rng)
     assert all(code_to_superclass[c] == s for c, s in zip(codes, superclasses))
 
-    from tqdm.auto import tqdm  # imported lazily: only needed when actually generating
-
     models: list[_RecordModel] = []
     made_dirs: set[pathlib.Path] = set()
-    for i in tqdm(range(n_records), desc="synthetic PTB-XL", unit="rec", disable=not progress):
+    bar = Progress(n_records, "synthetic PTB-XL", "rec", disable=not progress)  # bar on a terminal, lines otherwise
+    for i in range(n_records):
+        bar.update(1)
         ecg_id = i + 1
         model = _make_model(superclasses[i], codes[i], rhythms[i], seed, ecg_id, duration_s)
         for fs in rates:
@@ -788,6 +790,7 @@ def make_synthetic_ptbxl(
         model.r_times = model.beat_amp = np.empty(0)
         models.append(model)
 
+    bar.close()
     df = _metadata(n_records, superclasses, codes, rhythms, folds, models, table_rng)
     _atomic_write(root / "scp_statements.csv", scp_raw)
     _atomic_write(root / "ptbxl_database.csv", df.to_csv(index=False).encode())

@@ -242,6 +242,7 @@ def build_model_card(
     # The demo data: synthesised by the recipe (no path), or a folder written by make_synthetic_ptbxl.
     synthetic = data.get("source", "ptbxl") == "ptbxl" and (
         not data.get("path") or (Path(str(data["path"])) / "synthetic_manifest.json").exists())
+    synthetic = synthetic or (metrics.get("run_info") or {}).get("data") == "synthetic"  # said by ecg_adapt.demo
     if datasets is None:
         datasets = ["synthetic-ptb-xl-layout"] if synthetic else ([str(data.get("source")).replace("ptbxl", "ptb-xl")]
                                                                  if data.get("source") else [])

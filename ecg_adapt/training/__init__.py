@@ -1,7 +1,27 @@
-"""Recipes and the accelerate training loop."""
+"""Recipes, the recipe catalogue, and the accelerate training loop.
 
-from .recipe import DataArgs, HubArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs
-from .trainer import TrainProgress, evaluate, train
+The recipe schema and the catalogue import no torch (``ecg-adapt train --help`` and ``ecg-adapt recipes ls`` read
+them); the loop (``train``, ``evaluate``, ``TrainProgress``) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .catalogue import RecipeInfo, copy_recipe, find_recipe, list_recipes, recipes_dir
+from .recipe import DataArgs, HubArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs, schema_help
+
+_LAZY = {"TrainProgress": ".trainer", "evaluate": ".trainer", "train": ".trainer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DataArgs",
@@ -10,9 +30,15 @@ __all__ = [
     "OutputArgs",
     "Recipe",
     "RecipeError",
+    "RecipeInfo",
     "TaskArgs",
     "TrainProgress",
     "TrainingArgs",
+    "copy_recipe",
     "evaluate",
+    "find_recipe",
+    "list_recipes",
+    "recipes_dir",
+    "schema_help",
     "train",
 ]

@@ -14,7 +14,11 @@ suggests the closest known one). PyYAML reads ``1e-3`` as a string; float fields
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ..adaptation.config import AdaptationConfig
+from ..adaptation.config import AdaptationConfig  # the torch-free module: `train --help` reads this schema
 from ..utils import did_you_mean
 
 
@@ -36,24 +40,14 @@ class ModelArgs:
     """``model:`` — the backbone and the head."""
 
     model_name_or_path: str | None = None
-    """Backbone folder or hub id; ``null`` builds the embedded tiny HuBERT-ECG-shaped backbone (random weights)."""
+    """Backbone folder (a converted release) or hub id. ``null`` is only for the offline demo: ``ecg-adapt demo`` /
+    ``ecg-adapt train`` then build a small random-weight HuBERT-ECG-shaped backbone (``ecg_adapt.demo``)."""
     revision: str | None = None
+    """Branch, tag or commit of a hub backbone."""
     classifier_dropout: float = 0.1
+    """Dropout before the classification head."""
     layerdrop: float = 0.0
     """LayerDrop while fine-tuning (HuBERT-ECG's original default is 0.1; 0 keeps DDP free of unused parameters)."""
-    embedded_backbone: dict[str, Any] = field(
-        default_factory=lambda: {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 256,
-            "classifier_proj_size": 32,
-            "conv_dim": [32, 32, 32, 32, 32],
-            "num_conv_pos_embeddings": 32,
-            "num_conv_pos_embedding_groups": 4,
-        }
-    )
-    """HubertECGConfig fields of the embedded backbone (used only when ``model_name_or_path`` is null)."""
 
 
 @dataclass
@@ -64,22 +58,35 @@ class DataArgs:
     """A registered source: ``ptbxl``, ``cinc2021``, ``cpsc2018``, ``mitdb``, ``apnea_ecg``, ``cpsc2021``,
     ``slpdb``, ``shhs``, ``mesa`` (``ecg_adapt.data.SOURCES``)."""
     path: str | None = None
-    """Dataset folder; ``null`` synthesises a PTB-XL-layout dataset (the embedded demo data; ``ptbxl`` only)."""
-    sampling_rate: int = 100
-    """Which PTB-XL copy to read: 100 (records100) or 500 (records500)."""
+    """Dataset folder. ``null`` is only for the offline demo (source ``ptbxl``): ``ecg-adapt demo`` / ``ecg-adapt
+    train`` then synthesise a PTB-XL-layout dataset (``ecg_adapt.demo``) and the run says so."""
     source_options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the source class (e.g. ``{window_seconds: 10}`` for ``mitdb``)."""
+    """Keyword arguments of the source class, e.g. ``{sampling_rate: 500}`` (ptbxl), ``{window_seconds: 10}``
+    (mitdb), ``{year: 2021, holdout_source: ...}`` (cinc2021); the demo also reads ``synthetic_records`` and
+    ``synthetic_dir`` here."""
     augmentations: list[dict[str, Any]] = field(default_factory=list)
     """Training-time augmentations, e.g. ``[{name: gaussian_noise, p: 0.5}]`` (off at evaluation)."""
-    synthetic_records: int = 1000
-    synthetic_dir: str | None = None
     windows: Literal["all", "first"] = "all"
     """``all``: every window of a record (predictions averaged per record); ``first``: only the first."""
     missing_leads: Literal["error", "zero", "mask"] = "error"
+    """Leads the backbone expects but a record lacks: fail, feed zeros, or zeros with a masked attention."""
     cache_dir: str | None = None
+    """Window cache folder (default ``$ECG_ADAPT_CACHE`` or ``~/.cache/ecg_adapt``)."""
     on_error: Literal["skip", "raise"] = "skip"
+    """Unreadable records: skip them (listed in the cache report) or stop."""
     max_records_per_split: int | None = None
     """Debug/smoke runs: keep at most this many records per split."""
+
+
+#: Keys that left the schema -> where they live now (an old recipe gets an error that says so).
+MOVED_KEYS: dict[str, str] = {
+    "data.sampling_rate": "data.source_options.sampling_rate (a PTB-XL option: 100 or 500)",
+    "data.synthetic_records": "data.source_options.synthetic_records (read by the demo when data.path is null)",
+    "data.synthetic_dir": "data.source_options.synthetic_dir (read by the demo when data.path is null)",
+    "model.embedded_backbone": ("ecg_adapt.demo.EMBEDDED_BACKBONE (the demo's backbone is no longer configured by "
+                                "recipes; write your own with ecg_adapt.demo.write_embedded_backbone and give its "
+                                "folder as model.model_name_or_path)"),
+}
 
 
 @dataclass
@@ -208,6 +215,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in d:
+        if where + k in MOVED_KEYS:
+            raise RecipeError(f"Recipe key {where + k!r} has moved to {MOVED_KEYS[where + k]}")
     unknown = [k for k in d if k not in fields]
     if unknown:
         k = unknown[0]
@@ -243,6 +253,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise RecipeError(errors[0] if len(errors) == 1 else f"Recipe key {key!r}: {value!r} fits none of {tp}")
     if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false: `save_strategy: no` means "no"
+            value = "no"
         if value not in args:
             raise RecipeError(f"Recipe key {key!r} must be one of {list(args)}, got {value!r}{did_you_mean(value, args)}")
         return value
@@ -285,3 +297,80 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise RecipeError(f"Recipe key {key!r} must be a string, got {value!r}")
         return str(value)
     return value
+
+
+# ---------------------------------------------------------------------------------------------- schema help
+def _field_docs(cls: type) -> dict[str, str]:
+    """Descriptions of a dataclass's fields: the string literal under each field (attribute docstrings) and the
+    ``Attributes:`` section of the class docstring. Python keeps neither at runtime in a usable form (attribute
+    docstrings are dropped by the compiler), hence this small parse of the class source."""
+    docs: dict[str, str] = {}
+    doc = inspect.getdoc(cls) or ""
+    if "Attributes:" in doc:
+        block = doc.split("Attributes:", 1)[1]
+        current: list[str] | None = None
+        for line in block.splitlines():
+            m = re.match(r"^    ([\w, ]+): (.*)$", line)
+            if m:
+                current = [m.group(2).strip()]
+                for name in (n.strip() for n in m.group(1).split(",")):
+                    docs[name] = current  # type: ignore[assignment]
+            elif line.startswith("        ") and current is not None:
+                current.append(line.strip())
+            elif line.strip() and not line.startswith(" "):
+                break  # the next docstring section
+        docs = {k: " ".join(v) for k, v in docs.items()}  # type: ignore[arg-type]
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):  # no source (frozen app): types and defaults only
+        return docs
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
+    return docs
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return "(required)"
+
+
+def schema_help(width: int = 100) -> str:
+    """Every recipe section and key with its type, default and description, generated from the dataclasses
+    (what ``ecg-adapt train --help`` prints)."""
+    lines = ["recipe sections and keys (type = default), from ecg_adapt.training.recipe; override any as "
+             "section.key=value:"]
+    hints_root = typing.get_type_hints(Recipe)
+    for section in dataclasses.fields(Recipe):
+        cls = hints_root[section.name]
+        summary = re.sub(r"^``\w+:`` — ", "", (inspect.getdoc(cls) or "").split("\n", 1)[0])
+        lines += ["", f"{section.name}:  {summary}".rstrip()]
+        hints, docs = typing.get_type_hints(cls), _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = yaml.safe_dump(_default(f), default_flow_style=True, width=10_000).strip()
+            default = default.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default}")
+            if docs.get(f.name):
+                lines += textwrap.wrap(docs[f.name], width, initial_indent="      ", subsequent_indent="      ",
+                                       break_on_hyphens=False)
+    moved = ", ".join(f"{old} -> {new.split(' ')[0]}" for old, new in MOVED_KEYS.items())
+    lines += ["", f"moved keys: {moved}"]
+    return "\n".join(lines)

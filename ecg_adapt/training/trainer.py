@@ -2,8 +2,8 @@
 
 One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
-1. resolve the backbone (a folder or hub id, or the embedded tiny HuBERT-ECG-shaped one) and its processor;
-2. open the data source (or synthesise the demo dataset), pick the task, and build the window cache once
+1. load the backbone (a folder or hub id) and its processor;
+2. open the data source, pick the task, and build the window cache once
    (on the main process first, the other ranks then open it);
 3. put a head on the backbone and apply the adaptation method;
 4. train with gradient accumulation, clipping, a warm-up schedule, mixed precision from accelerate, and
@@ -15,6 +15,7 @@ One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -29,20 +30,18 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..adaptation.core import adapt, count_parameters, save_adapted
 from ..adaptation.optim import parameter_groups
 from ..data.cache import WindowDataset, build_cache, make_loader
 from ..data import SOURCES, LabelledSource, open_source
-from ..data.ptbxl import PTBXL
 from ..models.classifier import ECGClassifier
 from ..processing.augment import Augmenter, batch_generator
-from ..models.hubert_ecg import HubertECGConfig, HubertECGModel
 from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
+from ..progress import Progress, quiet_library_bars
 from ..tasks.task import ClassificationTask
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
@@ -86,27 +85,6 @@ def _setup_logging(accelerator: Accelerator, output_dir: Path) -> logging.Handle
     return fh
 
 
-def _resolve_backbone(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> str:
-    """The backbone's folder or hub id; the embedded one is written once under the output folder."""
-    if recipe.model.model_name_or_path:
-        return recipe.model.model_name_or_path
-    path = output_dir / "embedded_backbone"
-    if accelerator.is_main_process and not (path / "config.json").exists():
-        # Random weights of a small HuBERT-ECG-shaped model: no pretrained weights can be downloaded offline.
-        torch.manual_seed(recipe.training.seed)
-        config = HubertECGConfig(**recipe.model.embedded_backbone)
-        model = HubertECGModel(config)
-        tmp = path.with_name(path.name + ".tmp")
-        model.save_pretrained(tmp)
-        from ..models.hubert_ecg import default_processor_steps
-
-        ECGProcessor(config.signal_contract, default_processor_steps()).save_pretrained(tmp)
-        os.replace(tmp, path)
-        logger.info("embedded backbone (random weights, %s params) written to %s", f"{model.num_parameters():,}", path)
-    accelerator.wait_for_everyone()
-    return str(path.resolve())
-
-
 def _configure_processor(processor: ECGProcessor, recipe: Recipe) -> ECGProcessor:
     steps = []
     for s in processor.steps:
@@ -117,28 +95,23 @@ def _configure_processor(processor: ECGProcessor, recipe: Recipe) -> ECGProcesso
                         max_nan_fraction=processor.max_nan_fraction)
 
 
-def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> LabelledSource:
+def _open_source(recipe: Recipe) -> LabelledSource:
     name = recipe.data.source
     if name not in SOURCES:
-        raise ValueError(f"Unknown data source {name!r}{did_you_mean(name, SOURCES)}; available: {sorted(SOURCES)}")
-    path = recipe.data.path
+        raise RecipeError(f"Unknown data.source {name!r}{did_you_mean(name, SOURCES)}; available: {sorted(SOURCES)}")
+    if not recipe.data.path:
+        raise RecipeError("data.path is required (a null path is filled in by ecg_adapt.demo.prepare, which "
+                          "`ecg-adapt demo` and `ecg-adapt train` call: the synthetic demo data)")
+    opener = SOURCES[name]
     options = dict(recipe.data.source_options)
-    if name != "ptbxl":
-        if path is None:
-            raise ValueError(f"data.path is required for source {name!r} (only ptbxl has a synthetic stand-in)")
+    params = inspect.signature(opener).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "on_error" in params or takes_any:
         options.setdefault("on_error", recipe.data.on_error)
-        return open_source(name, path, **options)
-    if path is None:
-        from ..data.synthetic import make_synthetic_ptbxl
-
-        synth = Path(recipe.data.synthetic_dir or output_dir / "synthetic_ptbxl")
-        with accelerator.main_process_first():
-            if accelerator.is_main_process:
-                make_synthetic_ptbxl(synth, n_records=recipe.data.synthetic_records,
-                                     sampling_rates=(recipe.data.sampling_rate,), seed=recipe.training.seed,
-                                     progress=True)
-        path = str(synth)
-    return PTBXL(path, sampling_rate=recipe.data.sampling_rate, **options)  # type: ignore[arg-type]
+    try:
+        return open_source(name, recipe.data.path, **options)
+    except TypeError as e:  # an option the source class does not take: name the recipe key
+        raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
@@ -181,22 +154,27 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def train(recipe: Recipe) -> dict[str, Any]:
+def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a recipe end to end and return the metrics written to ``metrics.json``.
+
+    ``run_info``: facts about the run that the recipe does not show, from whoever prepared it (e.g. the demo's
+    "synthetic data"); logged at the start of ``train.log`` and kept in ``metrics.json`` under ``run_info``.
 
     With ``hub.push_to_hub`` the finished run is pushed at the end (main process); the run is complete on
     disk before the push, so a failed push loses nothing and can be retried with ``ecg-adapt push``.
     """
+    if not recipe.model.model_name_or_path:
+        raise RecipeError("model.model_name_or_path is required (a null backbone is filled in by ecg_adapt.demo.prepare, "
+                          "which `ecg-adapt demo` and `ecg-adapt train` call: the demo's random-weight backbone)")
     output_dir = Path(recipe.output.output_dir)
     if recipe.hub.push_to_hub:
         from ..hub import preflight_push
 
         # Fail in seconds, not after training: token, repo id and a resolvable backbone id.
-        preflight_push(recipe.hub.hub_model_id, recipe.model.model_name_or_path or str(output_dir / "embedded_backbone"),
-                       recipe.hub.base_model)
+        preflight_push(recipe.hub.hub_model_id, recipe.model.model_name_or_path, recipe.hub.base_model)
     handlers: list[logging.Handler] = []
     try:
-        metrics = _train(recipe, handlers)
+        metrics = _train(recipe, handlers, dict(run_info or {}))
     finally:
         for h in handlers:
             logging.getLogger("ecg_adapt").removeHandler(h)
@@ -212,7 +190,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return metrics
 
 
-def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
+def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, str]) -> dict[str, Any]:
     t_start = time.time()
     tr = recipe.training
     output_dir = Path(recipe.output.output_dir)
@@ -239,15 +217,18 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
             )
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
+    quiet_library_bars()  # off a terminal, transformers' own save/download bars would be carriage-return noise
     fh = _setup_logging(accelerator, output_dir)
     if fh is not None:
         handlers.append(fh)
     set_seed(tr.seed)
+    for key, note in run_info.items():
+        logger.warning("run info: %s: %s", key, note)
     logger.info("distributed: %s, %d process(es), device %s, mixed precision %s", accelerator.distributed_type,
                 accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
 
     # 1. backbone and processor
-    backbone_id = _resolve_backbone(recipe, accelerator, output_dir)
+    backbone_id = recipe.model.model_name_or_path
     backbone = load_backbone(backbone_id, revision=recipe.model.revision)
     processor = _configure_processor(load_processor(backbone_id, config=backbone.config, revision=recipe.model.revision), recipe)
     processor.check_compatible(backbone.config.signal_contract)
@@ -261,7 +242,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     logger.info("backbone %s (%s); input contract: %s", backbone_id, backbone.config.model_type, contract.describe())
 
     # 2. data, task, cache
-    source = _open_source(recipe, accelerator, output_dir)
+    source = _open_source(recipe)
     task = source.task(recipe.task.name)
     split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
     if recipe.data.max_records_per_split:
@@ -334,8 +315,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         logger.info("resumed from %s at epoch %d, step %d", ckpt, progress.epoch, progress.global_step)
 
     # 5. loop
-    bar = tqdm(total=total_steps, initial=progress.global_step, desc="training", unit="step", mininterval=2.0,
-               disable=not accelerator.is_local_main_process)
+    # A bar on a terminal; plain lines (also in train.log) every logging_steps or 30 s when piped or redirected.
+    bar = Progress(total_steps, "training", "step", initial=progress.global_step, every_n=tr.logging_steps,
+                   logger=logger, disable=not accelerator.is_local_main_process)
     t_loop, samples_at_start = time.time(), progress.samples_seen
     running, n_running = 0.0, 0
     history: list[dict[str, Any]] = []
@@ -368,9 +350,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
-            bar.update(1)
             rate = (progress.samples_seen - samples_at_start) * accelerator.num_processes / max(time.time() - t_loop, 1e-9)
-            bar.set_postfix(loss=f"{running / n_running:.4f}", samples_s=f"{rate:.0f}", epoch=epoch)
+            bar.set_postfix(epoch=epoch, loss=f"{running / n_running:.4f}", samples_s=f"{rate:.0f}")
+            bar.update(1)
             if progress.global_step % tr.logging_steps == 0:
                 accelerator.log({"train/loss": running / n_running, "train/lr": scheduler.get_last_lr()[0],
                                  "train/samples_per_s": rate}, step=progress.global_step)
@@ -411,6 +393,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
         "world_size": accelerator.num_processes,
         "train_seconds": round(train_seconds, 2),
         "history": history,
+        "run_info": run_info,
         "data": {"source": source.name, "cache": str(cache.path), "skipped_records": cache.report["skipped_by_reason"],
                  "source_problems": source_report.by_reason if source_report is not None else {},
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
