@@ -275,12 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .adaptation.core import IncompleteModelError
     from .hub import HubError
+    from .training.checkpoints import CheckpointError
     from .training.recipe import RecipeError
+    from .training.trainer import TrainingDivergedError
 
     try:
         return args.func(args)
-    except (RecipeError, FileNotFoundError, FileExistsError, HubError) as e:
+    except (RecipeError, FileNotFoundError, FileExistsError, HubError, CheckpointError, TrainingDivergedError,
+            IncompleteModelError) as e:
         print(f"ecg-adapt: error: {e}", file=sys.stderr)
         return 2
 
