@@ -202,7 +202,8 @@ def scored_classes(year: int = 2021) -> list[str]:
 
 
 def _read_header_text(path: Path) -> dict[str, Any]:
-    """The record line and ``# Key: value`` comments of a challenge header.
+    """The record line and ``# Key: value`` comments of a challenge header (the first of a repeated key, except
+    ``Dx``, whose repeated lines are joined: their codes are the union).
 
     Hand-parsed because ``wfdb.rdheader`` costs about 14 ms a header here (20 minutes for the 88,253 of 2021)
     and the index only needs these fields; the whole header is parsed by ``wfdb`` when the signal is read.
@@ -216,8 +217,13 @@ def _read_header_text(path: Path) -> dict[str, Any]:
             continue
         if line.startswith("#"):
             key, sep, value = line.lstrip("#").partition(":")
-            if sep:
-                comments.setdefault(key.strip().lower(), value.strip())
+            key = key.strip().lower()
+            if sep and key == "dx" and key in comments:
+                # A header with two "# Dx:" lines: the labels are the union, as in the official scoring code
+                # (helper_code.get_labels reads every Dx line).
+                comments[key] = f"{comments[key]},{value.strip()}"
+            elif sep:
+                comments.setdefault(key, value.strip())
         elif record_line is None:
             record_line = line.split()
     info: dict[str, Any] = {"fs": np.nan, "n_sig": np.nan, "sig_len": np.nan, "comments": comments}

@@ -16,6 +16,7 @@ from .augment import (
 from .contract import STANDARD_12_LEADS, SignalContract
 from .leads import canonical_lead_name, map_leads
 from .processor import ECGProcessor, ProcessedRecord, ProcessingReport, aggregate_windows
+from .quality import QualityThresholds
 from .steps import (
     BandpassFIR,
     Butterworth,
@@ -32,6 +33,7 @@ from .steps import (
 )
 
 __all__ = [
+    "QualityThresholds",
     "AUGMENTATIONS",
     "AmplitudeScale",
     "Augmentation",

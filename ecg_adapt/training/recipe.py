@@ -25,6 +25,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..adaptation.core import AdaptationConfig
+from ..processing.quality import QualityThresholds
 
 
 class RecipeError(ValueError):
@@ -78,6 +79,10 @@ class DataArgs:
     missing_leads: Literal["error", "zero", "mask"] = "error"
     cache_dir: str | None = None
     on_error: Literal["skip", "raise"] = "skip"
+    """A record that cannot be used is skipped and listed in the cache's ``report.json`` (``raise``: stop)."""
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    """When a record is too poor to train on: ``{flat_lead_max_ptp_mv: 0.0, max_flat_leads: 0}`` skips records with
+    a flat lead or an all-zero signal (``max_flat_leads: null`` keeps them)."""
     max_records_per_split: int | None = None
     """Debug/smoke runs: keep at most this many records per split."""
 

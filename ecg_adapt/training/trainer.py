@@ -320,7 +320,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler]) -> dict[str, Any]:
     all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
-                            progress=accelerator.is_local_main_process)
+                            progress=accelerator.is_local_main_process, quality=recipe.data.quality)
     datasets = {
         s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
         for s, ids in split_ids.items()
