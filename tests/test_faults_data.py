@@ -245,3 +245,22 @@ def test_predict_on_a_folder_predicts_the_good_records_and_reports_each_bad_one(
     empty.mkdir()
     assert main(["predict", str(model_dir), str(empty)]) == 1
     assert "no records found" in capsys.readouterr().err
+
+
+def test_predictor_predict_each_returns_errors_with_reasons_instead_of_stopping(model_dir: Path, real: Path) -> None:
+    from ecg_adapt.inference import Predictor
+
+    good = read_wfdb(real / "E07500")
+    inf = read_wfdb(real / "E07501")
+    inf.signal[3, 100] = np.inf
+    zero_rate = ECGRecord(read_wfdb(real / "E07502").signal, 0.0, good.lead_names, record_id="E07502")
+    predictor = Predictor.from_pretrained(model_dir)
+    preds, errors = predictor.predict_each([good, inf, zero_rate])
+    assert [p.record_id for p in preds] == ["E07500"]
+    assert [(e.record, e.reason) for e in errors] == [("E07501", "infinite_values"), ("E07502", "bad_sampling_rate")]
+    # the plain API keeps raising on the first bad record
+    with pytest.raises(ValueError, match="infinite"):
+        predictor.predict([good, inf])
+    # and the good record's prediction does not depend on the bad ones around it
+    alone = predictor.predict([good])[0].probabilities
+    assert alone == pytest.approx(preds[0].probabilities, abs=1e-6)

@@ -44,8 +44,8 @@ in ``JS00344``'s trailing ``,`` or ``JS03287``'s ``,,``; the codes are still rea
 mapping file, e.g. ``251238007``; ignored, as the challenge does). While reading signals:
 :class:`RecordError` ``missing_file``, ``corrupt_header``, ``length_mismatch`` (header and ``.mat`` disagree on
 leads × samples), ``truncated``, ``unreadable``, ``flat_signal`` (every lead constant, e.g. ``Q0400``); and,
-for records that are kept, ``nan_samples`` and ``flat_leads`` in the report (the processor interpolates NaN
-runs and rejects mostly-NaN records). With ``on_error="raise"`` the first problem raises instead.
+for records that are read, ``nan_samples`` and ``flat_leads`` in the report (the processor interpolates NaN
+runs and rejects mostly-NaN records; the cache skips records with flat leads per ``data.quality``). With ``on_error="raise"`` the first problem raises instead.
 """
 
 from __future__ import annotations
@@ -253,7 +253,8 @@ def signal_problems(rec: ECGRecord) -> tuple[str | None, list[tuple[str, str]]]:
         detail = f"{int((~finite).sum())} non-finite samples in leads {nan_leads} (kept: the processor interpolates short runs)"
         caveats.append(("nan_samples", detail))
     if flat:
-        caveats.append(("flat_leads", f"constant leads {flat} (kept)"))
+        caveats.append(("flat_leads", f"constant leads {flat} (the cache skips the record unless "
+                                      "data.quality.max_flat_leads allows them)"))
     return None, caveats
 
 

@@ -50,6 +50,7 @@ RESUME_SAFE_KEYS: frozenset[str] = frozenset({
     "training.per_device_eval_batch_size",
     "training.dataloader_num_workers",
     "output.overwrite_output_dir",
+    "output.output_dir",  # a run folder moved before resuming
     "data.cache_dir",
     "data.synthetic_dir",
 })
