@@ -103,10 +103,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = from_hub(args.model, revision=args.revision, missing_leads=args.missing_leads, aggregation=args.aggregation)
     leads = [x.strip() for x in args.leads.split(",")] if args.leads else None
-    records, bad = read_records(find_inputs(args.paths), args.sampling_rate, leads)
+    inputs = find_inputs(args.paths)
+    if not inputs:
+        print(f"ecg-adapt: error: no records found in {', '.join(args.paths)} (looked for WFDB *.hea, *.edf and *.npy "
+              "files, recursively)", file=sys.stderr)
+        return 1
+    records, bad = read_records(inputs, args.sampling_rate, leads)
+    preds, failed = predictor.predict_each(records, batch_size=args.batch_size, progress=True, per_window=args.per_window)
+    bad = bad + failed
+    # Every record that could not be predicted is reported with its reason, on stderr and in the output file.
     for e in bad:
-        print(f"skipped {e}", file=sys.stderr)
-    preds = predictor.predict(records, batch_size=args.batch_size, progress=True, per_window=args.per_window)
+        print(f"skipped {e.record}: {e.reason}: {e.detail}", file=sys.stderr)
     contract = predictor.processor.contract
     for p in preds:
         print(f"{p.record_id}: {p.report}", file=sys.stderr)
@@ -114,19 +121,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         out = Path(args.output)
         if out.suffix == ".json":
-            out.write_text(json.dumps([p.to_dict() for p in preds], indent=2) + "\n")
+            rows = [p.to_dict() for p in preds] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
+                                                   for e in bad]
+            out.write_text(json.dumps(rows, indent=2) + "\n")
         else:
             with out.open("w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["record_id", "window", "start_s", "n_windows", "predicted", *predictor.labels])
+                w.writerow(["record_id", "window", "start_s", "n_windows", "predicted", *predictor.labels, "error"])
                 for p in preds:
                     w.writerow([p.record_id, "record", "", p.n_windows, ";".join(p.predicted),
-                                *(f"{p.probabilities[n]:.6f}" for n in predictor.labels)])
+                                *(f"{p.probabilities[n]:.6f}" for n in predictor.labels), ""])
                     for i, (start, wp) in enumerate(zip(p.window_starts_s, p.window_probabilities)):
-                        w.writerow([p.record_id, i, f"{start:.3f}", "", "", *(f"{wp[n]:.6f}" for n in predictor.labels)])
-        print(f"wrote {len(preds)} predictions to {out}", file=sys.stderr)
+                        w.writerow([p.record_id, i, f"{start:.3f}", "", "", *(f"{wp[n]:.6f}" for n in predictor.labels), ""])
+                for e in bad:
+                    w.writerow([e.record, "record", "", 0, "", *([""] * len(predictor.labels)), f"{e.reason}: {e.detail}"])
+        print(f"wrote {len(preds)} predictions ({len(bad)} record(s) skipped) to {out}", file=sys.stderr)
     else:
         _print_predictions(preds)
+    if bad:
+        print(f"{len(preds)} of {len(preds) + len(bad)} record(s) predicted, {len(bad)} skipped (reasons above)",
+              file=sys.stderr)
     return 0 if preds else 1
 
 
@@ -332,7 +346,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     imported them cannot raise their exceptions.
     """
     errors: list[type[Exception]] = [FileNotFoundError, FileExistsError]
-    for module, name in (("ecg_adapt.training.recipe", "RecipeError"), ("ecg_adapt.hub.errors", "HubError")):
+    for module, name in (
+        ("ecg_adapt.training.recipe", "RecipeError"),
+        ("ecg_adapt.hub.errors", "HubError"),
+        ("ecg_adapt.training.checkpoints", "CheckpointError"),
+        ("ecg_adapt.training.trainer", "TrainingDivergedError"),
+        ("ecg_adapt.adaptation.core", "IncompleteModelError"),
+    ):
         loaded = sys.modules.get(module)
         if loaded is not None:
             errors.append(getattr(loaded, name))

@@ -72,17 +72,43 @@ class Predictor:
         return cls(model=model, processor=processor, labels=labels, thresholds=thresholds, multi_label=multi,
                    aggregation=aggregation)
 
-    @torch.no_grad()
     def predict(self, records: Iterable[ECGRecord], batch_size: int = 64, progress: bool = False,
                 per_window: bool = False) -> list[Prediction]:
-        """Predict every record (windows batched together, then aggregated per record)."""
+        """Predict every record (windows batched together, then aggregated per record).
+
+        Raises:
+            ValueError: the first record the processor cannot use (see :meth:`predict_each` to go on).
+        """
+        preds, errors = self.predict_each(records, batch_size=batch_size, progress=progress, per_window=per_window,
+                                          on_error="raise")
+        return preds
+
+    def predict_each(self, records: Iterable[ECGRecord], batch_size: int = 64, progress: bool = False,
+                     per_window: bool = False, on_error: str = "skip") -> tuple[list[Prediction], list[RecordError]]:
+        """Predict the records the processor can use; the others come back as :class:`RecordError` with a
+        reason (``missing_leads``, ``nan_run``, ``infinite_values``, ``duplicate_leads``, ``bad_sampling_rate``,
+        ``processing``) instead of stopping the whole batch. ``on_error="raise"`` raises the first one."""
+        good: list[tuple[ECGRecord, Any]] = []
+        errors: list[RecordError] = []
+        for i, rec in enumerate(records):
+            rid = str(rec.record_id if rec.record_id is not None else i)
+            try:
+                good.append((rec, self.processor.process(rec.signal, rec.sampling_rate, rec.lead_names, record_id=rid)))
+            except ValueError as e:
+                if on_error == "raise":
+                    raise
+                errors.append(RecordError(rid, processing_reason(str(e)), str(e)))
+        return self._predict_processed(good, batch_size, progress, per_window), errors
+
+    @torch.no_grad()
+    def _predict_processed(self, items: list[tuple[ECGRecord, Any]], batch_size: int, progress: bool,
+                           per_window: bool) -> list[Prediction]:
         self.model.eval()
-        records = list(records)
         out: list[Prediction] = []
-        bar = Progress(len(records), "predicting", "rec", disable=not progress)  # bar on a terminal, lines otherwise
-        for start in range(0, len(records), max(1, batch_size // 2)):
-            chunk = records[start : start + max(1, batch_size // 2)]
-            processed = self.processor.process_many(chunk)
+        bar = Progress(len(items), "predicting", "rec", disable=not progress)  # bar on a terminal, lines otherwise
+        for start in range(0, len(items), max(1, batch_size // 2)):
+            chunk = [rec for rec, _ in items[start : start + max(1, batch_size // 2)]]
+            processed = [p for _, p in items[start : start + max(1, batch_size // 2)]]
             batch = ECGProcessor.collate(processed)
             probs = []
             for i in range(0, batch["input_values"].shape[0], batch_size):
@@ -106,6 +132,22 @@ class Predictor:
             bar.update(len(chunk))
         bar.close()
         return out
+
+
+# Short reason codes for the processor's errors (its messages say the rest), for per-record reports.
+_PROCESSING_REASONS = (
+    ("lacks lead", "missing_leads"),
+    ("none of its leads", "missing_leads"),
+    ("NaN (limit", "nan_run"),
+    ("infinite values", "infinite_values"),
+    ("two leads named", "duplicate_leads"),
+    ("sampling_rate", "bad_sampling_rate"),
+)
+
+
+def processing_reason(message: str) -> str:
+    """The short reason code of a processor error message (``processing`` when none applies)."""
+    return next((code for needle, code in _PROCESSING_REASONS if needle in message), "processing")
 
 
 def find_wfdb_records(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -165,6 +207,6 @@ def read_records(paths: Sequence[Path], sampling_rate: float | None = None,
             ok.append(read_input(Path(p), sampling_rate, lead_names))
         except RecordError as e:
             bad.append(e)
-        except ValueError as e:
-            bad.append(RecordError(Path(p).name, "bad_input", str(e)))
+        except (ValueError, OSError) as e:  # one unreadable file never stops the others
+            bad.append(RecordError(Path(p).name, "bad_input", f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)))
     return ok, bad

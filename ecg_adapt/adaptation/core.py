@@ -43,6 +43,34 @@ logger = logging.getLogger(__name__)
 
 ADAPTATION_CONFIG_NAME = "adaptation_config.json"
 TRAINED_WEIGHTS_NAME = "adapter_model.safetensors"
+MODEL_COMPLETE_MARKER = "model_complete.json"
+"""Written last into a model folder (after every other file, before the folder is renamed into place);
+loaders refuse a folder without it."""
+
+
+class IncompleteModelError(ValueError):
+    """A model folder whose save did not finish (no completion marker, or a file it lists is missing)."""
+
+
+def check_model_complete(path: str | os.PathLike) -> None:
+    """Raise :class:`IncompleteModelError` unless ``path`` holds a completely saved model folder.
+
+    The marker lists the files the save wrote; each must still be there (a folder copied in part, or one
+    whose ``task.json`` with the tuned thresholds was lost, would otherwise load silently with defaults).
+    """
+    path = Path(path)
+    marker = path / MODEL_COMPLETE_MARKER
+    if not marker.is_file():
+        raise IncompleteModelError(
+            f"{path} is an incomplete model folder: it has no {MODEL_COMPLETE_MARKER}, which is written last when "
+            "the folder is saved, so its save was interrupted (or it was copied in part). "
+            "Save it again (rerun training, or save_adapted())."
+        )
+    listed = json.loads(marker.read_text()).get("files", [])
+    missing = [name for name in listed if not (path / name).exists()]
+    if missing:
+        raise IncompleteModelError(f"{path} is an incomplete model folder: {missing} listed in {MODEL_COMPLETE_MARKER} "
+                                   "are missing")
 
 
 @dataclass
@@ -129,11 +157,13 @@ def trained_state_dict(model: nn.Module) -> dict[str, Any]:
     return {n: p.detach().contiguous().cpu() for n, p in clf.named_parameters() if p.requires_grad}
 
 
-def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor: ECGProcessor | None = None) -> Path:
+def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor: ECGProcessor | None = None,
+                 extra_files: dict[str, str] | None = None) -> Path:
     """Save what the adaptation trained, plus the configs needed to reload it (see the module docstring).
 
-    Files are written to a temporary sibling folder and moved into place, so an interrupted save never
-    leaves a half-written model behind.
+    Files (and ``extra_files``, name -> text, e.g. the trainer's ``task.json``) are written to a temporary
+    sibling folder, then :data:`MODEL_COMPLETE_MARKER` last, and the folder is moved into place, so an
+    interrupted save never leaves a half-written model behind.
     """
     config: AdaptationConfig = getattr(model, "adaptation_config", None) or AdaptationConfig(method="full")
     spec = get_method(config.method)
@@ -163,6 +193,10 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
         if processor is not None:
             processor.check_compatible(clf.signal_contract)
             processor.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        written = sorted(p.name for p in tmp.iterdir())
+        (tmp / MODEL_COMPLETE_MARKER).write_text(json.dumps({"files": written}, indent=2) + "\n")
     return dst
 
 
@@ -219,6 +253,7 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
     a hub backbone).
     """
     path = Path(path)
+    check_model_complete(path)
     config = read_adaptation_config(path)
     spec = get_method(config.method)
     if config.method == "full":

@@ -4,8 +4,9 @@ Windows are stored with 🤗 ``datasets``' Arrow writer (one row per window: ``r
 ``input_values`` and ``attention_mask`` as fixed-shape ``Array2D``) and opened with ``Dataset.from_file``,
 which memory-maps the file: later epochs and later runs never touch the WFDB files again.
 
-The cache key hashes the source (name, folder, sampling rate), the record ids and the processor's full saved
-config, so changing any preprocessing step builds a new cache. A cache is written to a temporary folder and
+The cache key hashes the source (name, folder, sampling rate), the record ids, the processor's full saved
+config and the size and modification time of every file under the source's folder (see :func:`input_files_digest`),
+so changing any preprocessing step, or repairing, replacing or truncating a record file, builds a new cache. A cache is written to a temporary folder and
 renamed into place when complete (atomic on one filesystem); a run interrupted while building leaves no
 half cache behind. Labels are not stored: one cache serves every task of a source.
 """
@@ -27,13 +28,15 @@ import torch
 from datasets import Array2D, Dataset, Features, Value
 from datasets.arrow_writer import ArrowWriter
 
+from ..processing.leads import map_leads
 from ..processing.processor import ECGProcessor
+from ..processing.quality import QualityThresholds
 from ..progress import Progress
 from .record import ECGRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: the key covers the input files' sizes and modification times
 DATA_FILE = "windows.arrow"
 REPORT_FILE = "report.json"
 
@@ -53,7 +56,39 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ECG_ADAPT_CACHE", Path.home() / ".cache" / "ecg_adapt"))
 
 
-def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor) -> str:
+def input_files_digest(source: RecordSource, exclude: Iterable[str | os.PathLike] = ()) -> str:
+    """A digest of the path, size and modification time (ns) of every file the source's records are read from.
+
+    A source may say which files these are (``input_files()``, an iterable of paths); otherwise every file
+    under its ``fingerprint()["root"]`` counts, except hidden ones and anything under ``exclude`` (a cache
+    folder inside the dataset). Sizes and times, not contents: a stat per file costs microseconds, hashing a
+    dataset of gigabytes would cost minutes per run; any rewrite of a file changes its modification time.
+    """
+    files: Iterable[str | os.PathLike]
+    if hasattr(source, "input_files"):
+        files = source.input_files()  # type: ignore[attr-defined]
+    else:
+        root = source.fingerprint().get("root")
+        if root is None or not Path(str(root)).exists():
+            return "no-root"
+        skip = {str(Path(e).resolve()) for e in exclude}
+        files = []
+        for dirpath, dirnames, filenames in os.walk(str(root)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in skip)
+            files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor,
+              exclude: Iterable[str | os.PathLike] = (), quality: QualityThresholds | None = None) -> str:
+    """The key of the cache of ``ids`` of ``source`` under ``processor`` (see the module docstring)."""
     proc = processor.to_dict()
     proc.pop("feature_extractor_type", None)
     payload = {
@@ -61,6 +96,8 @@ def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor) -> 
         "source": source.fingerprint(),
         "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest(),
         "processor": proc,
+        "input_files": input_files_digest(source, exclude),
+        "quality": (quality or QualityThresholds()).to_dict(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -121,14 +158,21 @@ def build_cache(
     cache_dir: str | os.PathLike | None = None,
     on_error: Literal["skip", "raise"] = "skip",
     progress: bool = True,
+    quality: QualityThresholds | None = None,
 ) -> ECGCache:
     """Read, preprocess and store the windows of ``ids`` (or open the cache if it already exists).
 
-    Records that cannot be read or processed are skipped and listed, with the reason, in ``report.json``
-    and the log; with ``on_error="raise"`` the first one stops the build instead.
+    Records that cannot be read or processed, or that fail ``quality`` (default :class:`QualityThresholds`:
+    records with a flat lead or an all-zero signal), are skipped and listed, with the reason, in
+    ``report.json`` and the log; with ``on_error="raise"`` the first one stops the build instead.
+
+    Raises:
+        ValueError: no record could be cached; the message counts the records per reason, with an example
+            and a hint for each.
     """
+    quality = quality or QualityThresholds()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cache_key(source, ids, processor)
+    key = cache_key(source, ids, processor, exclude=[root.resolve()], quality=quality)
     final = root / f"{source.name}-{key}"
     if (final / REPORT_FILE).exists() and (final / DATA_FILE).exists():
         cache = ECGCache(final)
@@ -164,7 +208,14 @@ def build_cache(
             except ValueError as e:
                 if on_error == "raise":
                     raise
-                skipped.append({"record_id": str(rid), "reason": "processing", "detail": str(e)})
+                skipped.append({"record_id": str(rid), **_processing_problem(rec, contract.leads, e)})
+                continue
+            judged = [i for i, n in enumerate(rec.lead_names) if n not in set(out.report.ignored_leads)]
+            problem = quality.check(rec.signal[judged], [rec.lead_names[i] for i in judged])
+            if problem is not None:
+                if on_error == "raise":
+                    raise RecordError(str(rid), *problem)
+                skipped.append({"record_id": str(rid), "reason": problem[0], "detail": problem[1]})
                 continue
             if out.report.missing_leads:
                 notes[f"missing leads {','.join(out.report.missing_leads)} ({out.report.missing_leads_policy})"] += 1
@@ -195,10 +246,11 @@ def build_cache(
             "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
             "processing_notes": dict(notes),
             "processor": processor.to_dict(),
+            "quality": quality.to_dict(),
         }
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
         if n_windows == 0:
-            raise ValueError(f"No record of {source.name} could be cached: {report['skipped_by_reason']}")
+            raise ValueError(explain_nothing_cached(source.name, skipped, len(ids)))
         try:
             os.replace(tmp, final)
         except OSError:
@@ -211,6 +263,49 @@ def build_cache(
     cache = ECGCache(final)
     _log_report(cache.report, final, reused=False)
     return cache
+
+
+# What to do about the most common reasons a whole source yields nothing (matched against reason and detail).
+_HINTS: list[tuple[str, str, str]] = [
+    ("unknown_leads", "", "if the channel is one standard lead, say which: set source_options.lead_name "
+                          "(e.g. 'II'; 'I' for a 1-lead model)"),
+    ("processing", "lacks lead", "set data.missing_leads: zero (or mask) to feed the model's other leads as zeros"),
+    ("processing", "NaN", "the signals are mostly missing; check the files, or raise the processor's max_nan_fraction"),
+    ("processing", "infinite", "the signal files hold inf values: check the files and their gain in the headers"),
+    ("processing", "two leads named", "the headers name a lead twice: fix the lead names in the headers"),
+    ("processing", "sampling_rate", "the headers give no valid sampling rate: fix the headers"),
+    ("missing_file", "", "check data.path: it must be the dataset's root folder"),
+    ("truncated", "", "the signal files are cut short: download them again"),
+    ("length_mismatch", "", "headers and signal files disagree on the length: download them again"),
+    ("flat_signal", "", "the signals are all constant: check the files, or set data.quality.max_flat_leads: null"),
+    ("flat_leads", "", "raise data.quality.max_flat_leads (or set it to null) to keep records with flat leads"),
+    ("corrupt_header", "", "the headers cannot be parsed: download them again"),
+]
+
+
+def _processing_problem(rec: ECGRecord, contract_leads: tuple[str, ...] | list[str], error: ValueError) -> dict[str, str]:
+    """Reason and detail of a record the processor refused; ``unknown_leads`` when no lead name is one the model
+    knows (a channel called ``ECG``), since then the lead names, not the data, are the problem."""
+    if len(map_leads(list(rec.lead_names), list(contract_leads)).missing) == len(contract_leads):
+        return {"reason": "unknown_leads", "detail": f"lead(s) {list(rec.lead_names)} are none of the model's leads "
+                                                      f"{list(contract_leads)}"}
+    return {"reason": "processing", "detail": str(error)}
+
+
+def explain_nothing_cached(source: str, skipped: list[dict[str, str]], n_requested: int) -> str:
+    """The error for a source of which no record could be cached: per reason, how many, an example, a hint."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for s in skipped:
+        hint = next((h for reason, needle, h in _HINTS if reason == s["reason"] and needle in s["detail"]), "")
+        groups.setdefault((s["reason"], hint), []).append(s)
+    lines = [f"No record of {source} could be cached ({n_requested} requested):"]
+    for (reason, hint), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        first = items[0]
+        lines.append(f"  {len(items)} record(s), {reason}: {first['detail']} (e.g. {first['record_id']})"
+                     + (f"; {hint}" if hint else ""))
+    if not skipped:
+        lines.append("  the records yielded no windows")
+    return "\n".join(lines)
 
 
 def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:

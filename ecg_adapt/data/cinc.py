@@ -44,8 +44,8 @@ in ``JS00344``'s trailing ``,`` or ``JS03287``'s ``,,``; the codes are still rea
 mapping file, e.g. ``251238007``; ignored, as the challenge does). While reading signals:
 :class:`RecordError` ``missing_file``, ``corrupt_header``, ``length_mismatch`` (header and ``.mat`` disagree on
 leads × samples), ``truncated``, ``unreadable``, ``flat_signal`` (every lead constant, e.g. ``Q0400``); and,
-for records that are kept, ``nan_samples`` and ``flat_leads`` in the report (the processor interpolates NaN
-runs and rejects mostly-NaN records). With ``on_error="raise"`` the first problem raises instead.
+for records that are read, ``nan_samples`` and ``flat_leads`` in the report (the processor interpolates NaN
+runs and rejects mostly-NaN records; the cache skips records with flat leads per ``data.quality``). With ``on_error="raise"`` the first problem raises instead.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def scored_classes(year: int = 2021) -> list[str]:
 
 
 def _read_header_text(path: Path) -> dict[str, Any]:
-    """The record line and ``# Key: value`` comments of a challenge header.
+    """The record line and ``# Key: value`` comments of a challenge header (the first of a repeated key, except
+    ``Dx``, whose repeated lines are joined: their codes are the union).
 
     Hand-parsed because ``wfdb.rdheader`` costs about 14 ms a header here (20 minutes for the 88,253 of 2021)
     and the index only needs these fields; the whole header is parsed by ``wfdb`` when the signal is read.
@@ -216,8 +217,13 @@ def _read_header_text(path: Path) -> dict[str, Any]:
             continue
         if line.startswith("#"):
             key, sep, value = line.lstrip("#").partition(":")
-            if sep:
-                comments.setdefault(key.strip().lower(), value.strip())
+            key = key.strip().lower()
+            if sep and key == "dx" and key in comments:
+                # A header with two "# Dx:" lines: the labels are the union, as in the official scoring code
+                # (helper_code.get_labels reads every Dx line).
+                comments[key] = f"{comments[key]},{value.strip()}"
+            elif sep:
+                comments.setdefault(key, value.strip())
         elif record_line is None:
             record_line = line.split()
     info: dict[str, Any] = {"fs": np.nan, "n_sig": np.nan, "sig_len": np.nan, "comments": comments}
@@ -247,7 +253,8 @@ def signal_problems(rec: ECGRecord) -> tuple[str | None, list[tuple[str, str]]]:
         detail = f"{int((~finite).sum())} non-finite samples in leads {nan_leads} (kept: the processor interpolates short runs)"
         caveats.append(("nan_samples", detail))
     if flat:
-        caveats.append(("flat_leads", f"constant leads {flat} (kept)"))
+        caveats.append(("flat_leads", f"constant leads {flat} (the cache skips the record unless "
+                                      "data.quality.max_flat_leads allows them)"))
     return None, caveats
 
 

@@ -16,7 +16,7 @@ _BYTES_PER_SAMPLE = {"8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212
 
 class RecordError(ValueError):
     """A record that cannot be used. ``reason`` is a short code for summaries (``missing_file``,
-    ``corrupt_header``, ``truncated``, ``unreadable``, ``bad_signal``)."""
+    ``corrupt_header``, ``truncated``, ``length_mismatch``, ``unreadable``, ``bad_signal``)."""
 
     def __init__(self, record: str, reason: str, detail: str) -> None:
         super().__init__(f"{record}: {reason}: {detail}")
@@ -109,8 +109,9 @@ def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecor
 
 
 def _check_header(rid: str, path: Path, header: wfdb.Record) -> None:
-    """Raise :class:`RecordError` when the header lists no signal, a signal file is missing or is shorter than
-    the header promises (for single-file records in a format of known size: PTB-XL, MIT-BIH, CinC)."""
+    """Raise :class:`RecordError` when the header lists no signal, a signal file is missing, or is shorter
+    (``truncated``) or longer (``length_mismatch``) than the header declares (for single-file records in a
+    format of known size: PTB-XL, MIT-BIH, CinC)."""
     if not header.file_name or header.sig_len is None or not header.n_sig:
         raise RecordError(rid, "corrupt_header", "header lists no signals or no length")
     for fname in sorted(set(header.file_name)):
@@ -126,4 +127,12 @@ def _check_header(rid: str, path: Path, header: wfdb.Record) -> None:
             raise RecordError(
                 rid, "truncated", f"{data.name} has {actual} bytes but the header promises {int(expected)} "
                 f"({header.sig_len} samples x {header.n_sig} signals, format {header.fmt[0]})"
+            )
+        if actual > expected + 2:
+            # wfdb reads only the header's sig_len samples: the rest of the file would be dropped unseen.
+            held = int((actual - offset) / (header.n_sig * _BYTES_PER_SAMPLE[header.fmt[0]]))
+            raise RecordError(
+                rid, "length_mismatch", f"{data.name} holds {held} samples x {header.n_sig} signals ({actual} bytes) "
+                f"but the header declares {header.sig_len} samples; reading it would cut the signal silently. "
+                "Fix the header's length (or the file)"
             )

@@ -51,6 +51,7 @@ FILE_DESCRIPTIONS = {
     "model.safetensors": "the whole classifier: backbone and head weights",
     "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
     "task.json": "task, labels and the decision thresholds tuned on validation",
+    "model_complete.json": "completion marker, written last when the folder was saved (loaders refuse a folder without it)",
     "metrics.json": "validation and test metrics of the training run",
     "recipe.yaml": "the resolved training recipe (`ecg-adapt train recipe.yaml` reruns it)",
 }

@@ -239,6 +239,12 @@ def prepare_push_folder(
     missing = [n for n in RUN_FILES if not (run_dir / n).exists()]
     if missing:
         raise HubError(f"{run_dir} lacks {missing}: push a finished run (training writes them at the end)")
+    from ..adaptation.core import IncompleteModelError, check_model_complete
+
+    try:  # never publish a model folder whose save was interrupted
+        check_model_complete(model_dir)
+    except IncompleteModelError as e:
+        raise HubError(str(e)) from e
     method = _read_json(model_dir / ECG_ADAPT_MARKER).get("method", "full")
     recorded = _read_json(model_dir / "config.json").get("backbone_name_or_path")
     base = resolve_base_model(recorded, base_model)

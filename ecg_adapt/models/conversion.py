@@ -134,13 +134,62 @@ def save_converted(model: nn.Module, dst: str | os.PathLike, processor_steps: li
     return dst
 
 
-def torch_load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False, safe_globals: list | None = None) -> Any:
-    """``torch.load`` an original checkpoint without running code from it unless the caller acknowledged it.
+class InertObject:
+    """Stands in for a class or function a checkpoint pickles: keeps the arguments and attributes, runs nothing.
+
+    torch's weights-only unpickler builds these (they are passed as ``safe_globals`` under the pickled name),
+    so a pickled ``HuBERTECGConfig`` or omegaconf node becomes an attribute bag, and a pickled call of
+    ``builtins.exec`` or ``os.system`` becomes an inert object instead of running.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_inert_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+            state = {**(state[0] or {}), **state[1]}  # the (dict, slots) form
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_inert_state"] = state
+
+
+def inert_stand_ins(path: str | os.PathLike, allowed: Iterable[str] | None = None) -> list[tuple[type, str]]:
+    """One :class:`InertObject` subclass per global that ``torch.load(weights_only=True)`` refuses in ``path``.
+
+    Args:
+        allowed: full names (``module.Name``) that may be stood in for; any other unsafe global raises a
+            ``ValueError`` naming it. ``None`` stands in for every one (still nothing runs).
+    """
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        raise _unreadable(path, e) from e
+    if allowed is not None:
+        allowed = set(allowed)
+        refused = sorted(n for n in names if n not in allowed)
+        if refused:
+            raise ValueError(
+                f"{path} pickles {refused}, which is not one of the classes this checkpoint format holds "
+                f"({sorted(allowed)}); ecg_adapt refuses it even with allow_pickle=True, since a checkpoint "
+                "has no reason to name it (it may be a file crafted to run code)."
+            )
+    out = []
+    for full_name in names:
+        module, _, name = full_name.rpartition(".")
+        out.append((type(name, (InertObject,), {"__module__": module, "__qualname__": name}), full_name))
+    return out
+
+
+def torch_load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False, safe_globals: list | None = None,
+                          allowed_classes: Iterable[str] | None = None) -> Any:
+    """``torch.load`` an original checkpoint; no code named by the file ever runs.
 
     ``torch.load(weights_only=True)`` is tried first (tensors, plain containers, numbers, plus any
-    ``safe_globals`` such as numpy scalar constructors). A file that needs arbitrary unpickling raises a
-    ``ValueError`` naming ``allow_pickle`` unless ``allow_pickle=True``; then it is read with
-    ``weights_only=False``, which can execute code stored in the file: only for files you trust.
+    ``safe_globals`` such as numpy scalar constructors). A file that pickles other Python objects raises a
+    ``ValueError`` naming ``allow_pickle`` unless ``allow_pickle=True``; then it is still read by torch's
+    weights-only unpickler, with every other global (or only those in ``allowed_classes``) built as an
+    :class:`InertObject` attribute bag. ``weights_only=False`` is never used: it would run code from the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -153,8 +202,24 @@ def torch_load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False, s
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "see the chained error"
             raise ValueError(
                 f"{path} holds Python objects besides tensors, so torch.load(weights_only=True) refuses it "
-                f"({first}). Unpickling such a file can run code stored in it: pass allow_pickle=True "
-                "(ecg-adapt convert --allow-pickle) only for a file you trust."
+                f"({first}). Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle), only for a "
+                "file you trust; ecg_adapt then builds those objects as inert attribute bags (no code runs)."
             ) from e
-        logger.warning("Reading %s with torch.load(weights_only=False) (allow_pickle=True): trusted files only", path)
-        return torch.load(str(path), map_location="cpu", weights_only=False)
+    stand_ins = inert_stand_ins(path, allowed_classes)
+    logger.warning("Reading %s with allow_pickle=True: %s built as inert attribute bags", path,
+                   [name for _, name in stand_ins])
+    try:
+        with torch.serialization.safe_globals([*(safe_globals or []), *stand_ins]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: str | os.PathLike, error: BaseException) -> ValueError:
+    """The error for a pickle that torch's weights-only unpickler cannot parse even with inert stand-ins."""
+    first = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+    return ValueError(
+        f"{path}: torch's weights-only unpickler cannot read this file ({first}), and ecg_adapt refuses to read it "
+        "with an unrestricted unpickler, which could run code stored in it, even with allow_pickle=True. "
+        "Re-save the weights as safetensors (or with torch.save's default protocol) in a trusted environment."
+    )

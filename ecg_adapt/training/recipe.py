@@ -29,6 +29,7 @@ import yaml
 
 from ..adaptation.config import AdaptationConfig  # the torch-free module: `train --help` reads this schema
 from ..utils import did_you_mean
+from ..processing.quality import QualityThresholds
 
 
 class RecipeError(ValueError):
@@ -73,7 +74,10 @@ class DataArgs:
     cache_dir: str | None = None
     """Window cache folder (default ``$ECG_ADAPT_CACHE`` or ``~/.cache/ecg_adapt``)."""
     on_error: Literal["skip", "raise"] = "skip"
-    """Unreadable records: skip them (listed in the cache report) or stop."""
+    """A record that cannot be used is skipped and listed in the cache's ``report.json`` (``raise``: stop)."""
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    """When a record is too poor to train on: ``{flat_lead_max_ptp_mv: 0.0, max_flat_leads: 0}`` skips records with
+    a flat lead or an all-zero signal (``max_flat_leads: null`` keeps them)."""
     max_records_per_split: int | None = None
     """Debug/smoke runs: keep at most this many records per split."""
 
@@ -173,7 +177,43 @@ class Recipe:
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
         if not isinstance(d, dict):
             raise RecipeError(f"A recipe is a mapping of sections, got {type(d).__name__}")
-        return _build(cls, d, "")
+        recipe = _build(cls, d, "")
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        """Refuse values that type-check but cannot work (a batch size of 0, a warm-up ratio above 1, ...).
+
+        Raises:
+            RecipeError: naming the first offending key and the allowed range; raised before anything starts.
+        """
+        t, d, m = self.training, self.data, self.model
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("training.per_device_train_batch_size", t.per_device_train_batch_size, t.per_device_train_batch_size >= 1, ">= 1"),
+            ("training.per_device_eval_batch_size", t.per_device_eval_batch_size, t.per_device_eval_batch_size >= 1, ">= 1"),
+            ("training.gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1, ">= 1"),
+            ("training.logging_steps", t.logging_steps, t.logging_steps >= 1, ">= 1"),
+            ("training.save_steps", t.save_steps, t.save_steps >= 1 or t.save_strategy != "steps", ">= 1 with save_strategy: steps"),
+            ("training.num_train_epochs", t.num_train_epochs, t.num_train_epochs > 0 or t.max_steps > 0,
+             "> 0 (or set training.max_steps > 0)"),
+            ("training.max_steps", t.max_steps, t.max_steps != 0, "> 0, or -1 to use num_train_epochs"),
+            ("training.warmup_ratio", t.warmup_ratio, 0.0 <= t.warmup_ratio <= 1.0, "between 0 and 1"),
+            ("training.learning_rate", t.learning_rate, t.learning_rate > 0, "> 0"),
+            ("training.head_learning_rate", t.head_learning_rate, t.head_learning_rate is None or t.head_learning_rate > 0,
+             "> 0 (or null)"),
+            ("training.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+            ("training.max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+            ("training.save_total_limit", t.save_total_limit, t.save_total_limit is None or t.save_total_limit >= 1,
+             ">= 1 (or null to keep every checkpoint)"),
+            ("training.dataloader_num_workers", t.dataloader_num_workers, t.dataloader_num_workers >= 0, ">= 0"),
+            ("model.classifier_dropout", m.classifier_dropout, 0.0 <= m.classifier_dropout < 1.0, "in [0, 1)"),
+            ("model.layerdrop", m.layerdrop, 0.0 <= m.layerdrop < 1.0, "in [0, 1)"),
+            ("data.max_records_per_split", d.max_records_per_split,
+             d.max_records_per_split is None or d.max_records_per_split >= 1, ">= 1 (or null)"),
+        ]
+        for key, value, ok, allowed in checks:
+            if not ok:
+                raise RecipeError(f"Recipe key {key!r} must be {allowed}, got {value!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from ..progress import Progress, quiet_library_bars
 from ..tasks.task import ClassificationTask
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
+from .checkpoints import CheckpointManager
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -114,12 +115,44 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted(
-        (p for p in (output_dir / "checkpoints").glob("checkpoint_*") if p.is_dir()),
-        key=lambda p: int(re.sub(r"\D", "", p.name) or -1),
-    )
-    return ckpts[-1] if ckpts else None
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops before the bad update is applied or saved."""
+
+
+def _prepare_output_dir(recipe: Recipe, ckpts: CheckpointManager) -> None:
+    """Decide, before anything is written, what to do with what a previous run left in the output folder.
+
+    A finished run (``metrics.json``) or an unfinished one (checkpoints) is never deleted unless
+    ``output.overwrite_output_dir`` says so; then the previous run's outputs are removed before training.
+    """
+    output_dir = Path(recipe.output.output_dir)
+    resume = recipe.training.resume_from_checkpoint
+    finished = (output_dir / "metrics.json").exists()
+    if resume:
+        return
+    if recipe.output.overwrite_output_dir:
+        if finished or ckpts.has_any() or (output_dir / "model").exists():
+            logger.info("output.overwrite_output_dir: removing the previous run's outputs in %s", output_dir)
+        for name in ("checkpoints", "model", "ranks", "metrics.json", "recipe.yaml"):
+            p = output_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        return
+    if finished:
+        raise FileExistsError(
+            f"{output_dir} already holds a finished run; set output.overwrite_output_dir=true, "
+            "training.resume_from_checkpoint=latest, or another output.output_dir"
+        )
+    if ckpts.has_any():
+        latest = ckpts.latest()
+        what = f"its newest complete checkpoint is {latest.name}" if latest else "none of its checkpoints is complete"
+        raise FileExistsError(
+            f"{output_dir} holds checkpoints of an unfinished run ({what}); nothing was changed. Set "
+            "training.resume_from_checkpoint=latest to continue it, output.overwrite_output_dir=true to start "
+            "over (deletes them), or another output.output_dir"
+        )
 
 
 @torch.no_grad()
@@ -147,6 +180,22 @@ def evaluate(
     present = np.unique(owner)
     labels = dataset.labels[present]
     return record_probs[present], labels, float(torch.cat(losses).mean())
+
+
+def _check_finite(loss: torch.Tensor, accelerator: Accelerator, step: int, ckpts: CheckpointManager) -> None:
+    """Stop before a NaN/inf loss reaches the weights (or a checkpoint); every rank stops at the same step."""
+    value = loss.detach().float().reshape(1)
+    if accelerator.num_processes > 1:
+        value = accelerator.gather(value)
+    if bool(torch.isfinite(value).all()):
+        return
+    bad = value[~torch.isfinite(value)][0].item()
+    latest = ckpts.latest()
+    kept = f"the last good checkpoint is {latest} (resume_from_checkpoint=latest)" if latest else "no checkpoint was saved yet"
+    raise TrainingDivergedError(
+        f"loss became {'NaN' if math.isnan(bad) else bad} at step {step}; training stopped before that update, "
+        f"{kept}. Lower training.learning_rate, raise training.warmup_ratio, or check the data."
+    )
 
 
 def _nan(value: float | None) -> float:
@@ -202,19 +251,16 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         project_config=ProjectConfiguration(
             project_dir=str(output_dir),
             logging_dir=str(output_dir / "logs"),
-            automatic_checkpoint_naming=True,
-            total_limit=tr.save_total_limit,
+            # Naming, rotation and completion markers are CheckpointManager's (accelerate deletes before saving).
+            automatic_checkpoint_naming=False,
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[ddp],
     )
     resume = tr.resume_from_checkpoint
+    ckpts = CheckpointManager(output_dir, tr.save_total_limit, recipe.to_dict())
     if accelerator.is_main_process:
-        if (output_dir / "metrics.json").exists() and not recipe.output.overwrite_output_dir and not resume:
-            raise FileExistsError(
-                f"{output_dir} already holds a finished run; set output.overwrite_output_dir=true, "
-                "training.resume_from_checkpoint=latest, or another output.output_dir"
-            )
+        _prepare_output_dir(recipe, ckpts)
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     quiet_library_bars()  # off a terminal, transformers' own save/download bars would be carriage-return noise
@@ -254,7 +300,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
-                            progress=accelerator.is_local_main_process)
+                            progress=accelerator.is_local_main_process, quality=recipe.data.quality)
     datasets = {
         s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
         for s, ids in split_ids.items()
@@ -299,19 +345,15 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     model, optimizer, train_loader, scheduler, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, scheduler, eval_loaders["validation"], eval_loaders["test"]
     )
+    # Not register_for_checkpointing: accelerate would pickle it; CheckpointManager stores it as JSON.
     progress = TrainProgress()
-    accelerator.register_for_checkpointing(progress)
     if tr.report_to:
         accelerator.init_trackers("ecg_adapt", config={k: str(v) for k, v in flatten_dict(recipe.to_dict()).items()})
 
     # 4. resume
     if resume:
-        ckpt = _latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
-        if ckpt is None or not ckpt.exists():
-            raise FileNotFoundError(f"No checkpoint to resume from ({resume!r}) in {output_dir / 'checkpoints'}")
-        accelerator.load_state(str(ckpt))
-        # accelerate does not restore its checkpoint counter (accelerate#1601): continue numbering after it.
-        accelerator.project_configuration.iteration = int(re.sub(r"\D", "", ckpt.name) or 0) + 1
+        ckpt = ckpts.resolve(resume)
+        ckpts.load(accelerator, ckpt, progress)
         logger.info("resumed from %s at epoch %d, step %d", ckpt, progress.epoch, progress.global_step)
 
     # 5. loop
@@ -337,6 +379,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                                          device=batch["input_values"].device))
             with accelerator.accumulate(model):
                 out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+                _check_finite(out.loss, accelerator, progress.global_step + 1, ckpts)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and tr.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), tr.max_grad_norm)
@@ -358,7 +401,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                  "train/samples_per_s": rate}, step=progress.global_step)
                 running, n_running = 0.0, 0
             if tr.save_strategy == "steps" and progress.global_step % tr.save_steps == 0:
-                accelerator.save_state()
+                ckpts.save(accelerator, progress)
             if progress.global_step >= total_steps:
                 done = True
                 break
@@ -373,7 +416,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                         task.primary_metric, _nan(m[task.primary_metric]))
             model.train()
         if tr.save_strategy == "epoch":
-            accelerator.save_state()
+            ckpts.save(accelerator, progress)
     bar.close()
     train_seconds = time.time() - t_loop
 
@@ -411,9 +454,10 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        save_adapted(unwrapped, output_dir / "model", processor)
         task_file = {"task": task.to_dict(), "thresholds": None if thresholds is None else dict(zip(task.labels, map(float, thresholds)))}
-        (output_dir / "model" / "task.json").write_text(json.dumps(task_file, indent=2) + "\n")
+        # task.json (labels, tuned thresholds) is part of the atomic folder write: never a model without it.
+        save_adapted(unwrapped, output_dir / "model", processor,
+                     extra_files={"task.json": json.dumps(task_file, indent=2) + "\n"})
         (output_dir / "recipe.yaml").write_text(
             f"# Resolved recipe of this run (ecg_adapt); rerun with: ecg-adapt train {output_dir / 'recipe.yaml'}\n" + recipe.to_yaml()
         )

@@ -22,7 +22,6 @@ import json
 import logging
 import pickle
 import re
-import types
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ from ..conversion import (
     ConversionReport,
     canonical_weight_norm_keys,
     drop_keys,
+    _unreadable,
+    inert_stand_ins,
     load_strict,
     save_converted,
     strip_prefix,
@@ -92,45 +93,20 @@ def infer_config_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     return kwargs
 
 
-class _InertObject:
-    """Stands in for a pickled class that is not importable here; keeps only its attribute dict."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__["_args"] = args
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_InertObject":  # pickled functions become no-ops
-        return _InertObject()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles the original's config objects without importing the original code.
-
-    Tensors and plain containers load as usual (``torch`` and builtins are allowed); any other class
-    (``hubert_ecg.HuBERTECGConfig``, ``transformers`` configs, schedulers) becomes an :class:`_InertObject`
-    holding its attributes, so no code from the file is ever executed.
-    """
-
-    _ALLOWED_PREFIXES = ("torch", "collections", "numpy", "builtins", "_codecs")
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in self._ALLOWED_PREFIXES:
-            return super().find_class(module, name)
-        return type(name, (_InertObject,), {"__module__": f"inert.{module}"})
-
-
-_restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=pickle.load, __name__="restricted_pickle")
+# The classes a legacy HuBERT-ECG ``.pt`` pickles besides tensors and plain containers: ``model_config`` is the
+# original code's ``HuBERTECGConfig`` (module ``hubert_ecg`` of the original repository) or, for checkpoints of
+# the pretraining script, transformers' ``HubertConfig``. They are built as inert attribute bags; a file naming
+# any other global (``builtins.exec``, ``os.system``, ...) is refused.
+LEGACY_CONFIG_CLASSES = ("hubert_ecg.HuBERTECGConfig", "transformers.models.hubert.configuration_hubert.HubertConfig")
 
 
 def read_legacy_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
     """Config kwargs and state dict of a legacy HuBERT-ECG ``.pt`` file.
 
     The file pickles a ``HuBERTECGConfig`` object, which ``torch.load(weights_only=True)`` refuses. With
-    ``allow_pickle=True`` it is read with a restricted unpickler that turns unknown classes into inert
-    attribute bags (no code from the file runs).
+    ``allow_pickle=True`` it is read by the same weights-only unpickler, with the classes of
+    :data:`LEGACY_CONFIG_CLASSES` as inert attribute bags; any other global is refused (no code from the
+    file runs).
     """
     path = Path(path)
     try:
@@ -139,10 +115,17 @@ def read_legacy_checkpoint(path: str | Path, allow_pickle: bool = False) -> tupl
         if not allow_pickle:
             raise ValueError(
                 f"{path} is a pickle holding Python objects besides tensors (the original HuBERTECGConfig). "
-                "Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle); ecg_adapt then uses a "
-                "restricted unpickler that runs no code from the file. Only do this for files you trust."
+                "Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle); ecg_adapt then keeps "
+                f"torch's weights-only unpickler and builds only {list(LEGACY_CONFIG_CLASSES)} as inert attribute "
+                "bags, so no code from the file runs. Only do this for files you trust."
             ) from e
-        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+        # Still torch's weights-only unpickler; the config classes are stand-ins, anything else is refused.
+        stand_ins = inert_stand_ins(path, allowed=LEGACY_CONFIG_CLASSES)
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e2:
+            raise _unreadable(path, e2) from e2
     if isinstance(obj, dict) and "model_state_dict" in obj:
         cfg = obj.get("model_config")
         cfg_dict = None
