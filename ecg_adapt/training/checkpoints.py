@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from accelerate import Accelerator
 
-from .recipe import RecipeError, flatten_dict
+from ..utils import flatten_dict
+from .recipe import RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
 
