@@ -24,37 +24,19 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 from .utils import lazy_exports
 
-# Public name -> the submodule that defines it (imported on first access).
-_LAZY_NAMES: dict[str, str] = {
-    "AdaptationConfig": "adaptation",
-    "adapt": "adaptation",
-    "count_parameters": "adaptation",
-    "load_adapted": "adaptation",
-    "save_adapted": "adaptation",
-    "PTBXL": "data",
-    "SOURCES": "data",
-    "ContextWindowDataset": "data",
-    "ECGRecord": "data",
-    "RecordError": "data",
-    "build_cache": "data",
-    "open_source": "data",
-    "read_wfdb": "data",
-    "Predictor": "inference",
-    "ECGClassifier": "models",
-    "ECGClassifierConfig": "models",
-    "ECGSequenceClassifier": "models",
-    "load_backbone": "models",
-    "load_processor": "models",
-    "Augmenter": "processing",
-    "ECGProcessor": "processing",
-    "SignalContract": "processing",
-    "ClassificationTask": "tasks",
-    "aggregate_windows": "tasks",
-    "Recipe": "training",
-    "train": "training",
+# Submodule -> the public names it defines, each imported on first access (lazy_exports).
+_EXPORTS: dict[str, list[str]] = {
+    "adaptation": ["AdaptationConfig", "adapt", "count_parameters", "load_adapted", "save_adapted"],
+    "data": [
+        "PTBXL", "SOURCES", "ContextWindowDataset", "ECGRecord", "RecordError", "build_cache", "open_source",
+        "read_wfdb",
+    ],
+    "inference": ["Predictor"],
+    "models": ["ECGClassifier", "ECGClassifierConfig", "ECGSequenceClassifier", "load_backbone", "load_processor"],
+    "processing": ["Augmenter", "ECGProcessor", "SignalContract"],
+    "tasks": ["ClassificationTask", "aggregate_windows"],
+    "training": ["Recipe", "train"],
 }
-
-__all__ = [*_LAZY_NAMES, "__version__"]
 
 if TYPE_CHECKING:
     from .adaptation import AdaptationConfig, adapt, count_parameters, load_adapted, save_adapted
@@ -65,5 +47,5 @@ if TYPE_CHECKING:
     from .tasks import ClassificationTask, aggregate_windows
     from .training import Recipe, train
 
-
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__all__ += ["__version__"]

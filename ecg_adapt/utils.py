@@ -18,7 +18,7 @@ import importlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,22 +119,24 @@ def flatten_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def lazy_exports(
-    package: str, names: Mapping[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """A package's module-level ``__getattr__`` and ``__dir__`` (PEP 562) serving ``names`` (public name ->
-    submodule that defines it), each imported on first access, as transformers' ``_LazyModule`` does.
+    package: str, exports: Mapping[str, Sequence[str]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """A package's module-level ``__getattr__``, ``__dir__`` (PEP 562) and ``__all__`` for ``exports``
+    (submodule -> the public names it defines), each name imported from its submodule on first access, as
+    transformers' ``_LazyModule`` does.
 
     Written here rather than taken from transformers: importing ``transformers.utils`` (where ``_LazyModule``
-    lives) costs about a second, which is what a lazy package face is meant to avoid.
+    lives) takes about 2 s here, which is what a lazy package face is meant to avoid.
 
     Usage, at the end of a package's ``__init__``::
 
-        __getattr__, __dir__ = lazy_exports(__name__, {"Predictor": "inference"})
+        __getattr__, __dir__, __all__ = lazy_exports(__name__, {"inference": ["Predictor"]})
     """
     module = sys.modules[package]
+    owner = {name: submodule for submodule, names in exports.items() for name in names}
 
     def __getattr__(name: str) -> Any:
-        submodule = names.get(name)
+        submodule = owner.get(name)
         if submodule is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{package}.{submodule}"), name)
@@ -142,6 +144,6 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(vars(module)) | set(names))
+        return sorted(set(vars(module)) | set(owner))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, list(owner)

@@ -16,36 +16,22 @@ from typing import TYPE_CHECKING
 
 from ..utils import lazy_exports
 
-# Public name -> the submodule that defines it (imported on first access).
-_LAZY_NAMES: dict[str, str] = {
-    "METHODS": "config",
-    "AdaptationConfig": "config",
-    "MethodSpec": "config",
-    "UnsupportedAdaptationError": "config",
-    "get_method": "config",
-    "register_method": "config",
-    "registered_methods": "config",
-    "ADAPTATION_CONFIG_NAME": "core",
-    "ParameterCount": "core",
-    "adapt": "core",
-    "check_adaptation": "core",
-    "count_parameters": "core",
-    "load_adapted": "core",
-    "merge_for_deployment": "core",
-    "read_adaptation_config": "core",
-    "save_adapted": "core",
-    "trained_state_dict": "core",
-    "BackboneLayout": "layout",
-    "backbone_layout": "layout",
-    "AdaptedModel": "modules",
-    "parameter_groups": "optim",
-    "check_mergeable": "peft_methods",
-    "support_matrix": "peft_methods",
-    "support_matrix_markdown": "peft_methods",
-    "trainable_parameter_names": "selective",
+# Submodule -> the public names it defines, each imported on first access (lazy_exports).
+_EXPORTS: dict[str, list[str]] = {
+    "config": [
+        "METHODS", "AdaptationConfig", "MethodSpec", "UnsupportedAdaptationError", "get_method", "register_method",
+        "registered_methods",
+    ],
+    "core": [
+        "ADAPTATION_CONFIG_NAME", "ParameterCount", "adapt", "check_adaptation", "count_parameters", "load_adapted",
+        "merge_for_deployment", "read_adaptation_config", "save_adapted", "trained_state_dict",
+    ],
+    "layout": ["BackboneLayout", "backbone_layout"],
+    "modules": ["AdaptedModel"],
+    "optim": ["parameter_groups"],
+    "peft_methods": ["check_mergeable", "support_matrix", "support_matrix_markdown"],
+    "selective": ["trainable_parameter_names"],
 }
-
-__all__ = list(_LAZY_NAMES)
 
 if TYPE_CHECKING:
     from .config import (
@@ -85,4 +71,4 @@ def _load_methods() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -22,21 +22,14 @@ from typing import TYPE_CHECKING
 
 from ..utils import lazy_exports
 
-# Public name -> the submodule that defines it, imported on first access (``ecg_adapt.hub.errors`` and the
-# command line's error handling then load without huggingface_hub, torch or the models).
-_LAZY_NAMES: dict[str, str] = {
-    "HubError": "errors",
-    "build_model_card": "card",
-    "resolve_license": "card",
-    "from_hub": "load",
-    "download_from_mlflow": "mlflow_registry",
-    "register_to_mlflow": "mlflow_registry",
-    "preflight_push": "push",
-    "prepare_push_folder": "push",
-    "push_to_hub": "push",
+# Submodule -> the public names it defines, each imported on first access (lazy_exports).
+_EXPORTS: dict[str, list[str]] = {
+    "errors": ["HubError"],
+    "card": ["build_model_card", "resolve_license"],
+    "load": ["from_hub"],
+    "mlflow_registry": ["download_from_mlflow", "register_to_mlflow"],
+    "push": ["preflight_push", "prepare_push_folder", "push_to_hub"],
 }
-
-__all__ = list(_LAZY_NAMES)
 
 if TYPE_CHECKING:
     from .card import build_model_card, resolve_license
@@ -45,4 +38,4 @@ if TYPE_CHECKING:
     from .mlflow_registry import download_from_mlflow, register_to_mlflow
     from .push import preflight_push, prepare_push_folder, push_to_hub
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
