@@ -405,7 +405,10 @@ def schema_help(width: int = 100) -> str:
         lines += ["", f"{section.name}:  {summary}".rstrip()]
         hints, docs = typing.get_type_hints(cls), _field_docs(cls)
         for f in dataclasses.fields(cls):
-            default = yaml.safe_dump(_default(f), default_flow_style=True, width=10_000).strip()
+            value = _default(f)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a nested section (data.quality)
+                value = dataclasses.asdict(value)
+            default = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
             default = default.removesuffix("\n...").removesuffix("...").strip()
             lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default}")
             if docs.get(f.name):
