@@ -11,42 +11,22 @@ from typing import TYPE_CHECKING
 
 from ..utils import lazy_exports
 
-# Public name -> the submodule that defines it (imported on first access).
-_LAZY_NAMES: dict[str, str] = {
-    "QualityThresholds": "quality",
-    "AUGMENTATIONS": "augment",
-    "AmplitudeScale": "augment",
-    "Augmentation": "augment",
-    "Augmenter": "augment",
-    "BaselineWander": "augment",
-    "GaussianNoise": "augment",
-    "LeadDropout": "augment",
-    "PowerlineNoise": "augment",
-    "RandomCrop": "augment",
-    "augmentation_from_dict": "augment",
-    "batch_generator": "augment",
-    "STANDARD_12_LEADS": "contract",
-    "SignalContract": "contract",
-    "canonical_lead_name": "leads",
-    "map_leads": "leads",
-    "ECGProcessor": "processor",
-    "ProcessedRecord": "processor",
-    "ProcessingReport": "processor",
-    "BandpassFIR": "steps",
-    "Butterworth": "steps",
-    "Decimate": "steps",
-    "FillNaN": "steps",
-    "Flatten": "steps",
-    "Normalize": "steps",
-    "Resample": "steps",
-    "SignalState": "steps",
-    "Step": "steps",
-    "Window": "steps",
-    "register_step": "steps",
-    "step_from_dict": "steps",
+# Submodule -> the public names it defines (each imported on first access).
+_EXPORTS: dict[str, list[str]] = {
+    "quality": ["QualityThresholds"],
+    "augment": [
+        "AUGMENTATIONS", "AmplitudeScale", "Augmentation", "Augmenter", "BaselineWander", "GaussianNoise",
+        "LeadDropout", "PowerlineNoise", "RandomCrop", "augmentation_from_dict", "batch_generator"
+    ],
+    "contract": ["STANDARD_12_LEADS", "SignalContract"],
+    "leads": ["canonical_lead_name", "map_leads"],
+    "processor": ["ECGProcessor", "ProcessedRecord", "ProcessingReport"],
+    "steps": [
+        "BandpassFIR", "Butterworth", "Decimate", "FillNaN", "Flatten", "Normalize", "Resample",
+        "SignalState", "Step", "Window", "register_step", "step_from_dict"
+    ],
 }
 
-__all__ = list(_LAZY_NAMES)
 
 if TYPE_CHECKING:
     from .quality import QualityThresholds
@@ -81,4 +61,4 @@ if TYPE_CHECKING:
         step_from_dict,
     )
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
