@@ -267,7 +267,8 @@ def resolve_targets(clf: ECGClassifier, config: AdaptationConfig) -> dict[str, n
     return {
         name: module
         for name, module in clf.named_modules()
-        if name and check_target_module_exists(peft_config, name) is True
+        if name and not (name == HEAD_MODULE or name.startswith(HEAD_MODULE + "."))  # peft skips modules_to_save
+        and check_target_module_exists(peft_config, name) is True
     }
 
 

@@ -1,6 +1,8 @@
 """A classification head over any registered backbone.
 
-``ECGClassifier`` = backbone → masked mean pooling over frames → dropout → linear head. The loss follows
+``ECGClassifier`` = backbone → pooling → head. Two heads: ``pooling="mean"`` (the backbone's own pooled
+features, else the masked mean over frames → dropout → linear: the linear probe) and ``pooling="attention"``
+(a learnable-query attention-pooling head over the frames: the benchmark's attention probe). The loss follows
 ``config.problem_type`` (transformers' names): ``"multi_label_classification"`` uses BCE-with-logits,
 ``"single_label_classification"`` uses cross-entropy.
 """
@@ -16,7 +18,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .heads import AttentionPoolingHead
+
 _PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
+_POOLINGS = ("mean", "attention")
 
 
 @strict
@@ -26,7 +31,11 @@ class ECGClassifierConfig(PreTrainedConfig):
     backbone_config (`dict`): the backbone's config (``config.to_dict()``); the backbone is rebuilt from it.
     backbone_name_or_path (`str`): where the pretrained backbone came from (a hub id or a local folder);
         adapter-only saves reload the backbone from here.
-    pooling (`str`): ``"mean"`` — mean over frames whose attention mask is set.
+    pooling (`str`): ``"mean"`` — the backbone's pooled features (mean over frames whose attention mask is set
+        when it has none) into a linear head; ``"attention"`` — a learnable query attends over the frames
+        (:class:`~ecg_adapt.models.heads.AttentionPoolingHead`, the ICLR 2026 ECG FM benchmark's attention probe).
+    attention_heads (`int`, *optional*): heads of the attention-pooling head (default: the largest of 16 or
+        fewer that divides the backbone width, 16 in the benchmark).
     classifier_dropout (`float`): dropout before the linear head.
     backbone_layerdrop (`float`): LayerDrop used while fine-tuning (0 keeps every layer, which DDP needs).
     initializer_range (`float`): std of the head's initial weights.
@@ -37,14 +46,15 @@ class ECGClassifierConfig(PreTrainedConfig):
     backbone_config: dict[str, Any] | None = None
     backbone_name_or_path: str | None = None
     pooling: str = "mean"
+    attention_heads: int | None = None
     classifier_dropout: float | int = 0.1
     backbone_layerdrop: float | int = 0.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        if self.pooling != "mean":
-            raise ValueError(f"Unknown pooling {self.pooling!r}; supported: 'mean'")
+        if self.pooling not in _POOLINGS:
+            raise ValueError(f"Unknown pooling {self.pooling!r}; supported: {list(_POOLINGS)}")
         if self.problem_type is not None and self.problem_type not in _PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
 
@@ -104,14 +114,19 @@ class ECGClassifier(PreTrainedModel):
         self.config.backbone_config = self.backbone.config.to_dict()
         hidden = self.backbone.config.hidden_size
         self.dropout = nn.Dropout(float(config.classifier_dropout))
-        self.classifier = nn.Linear(hidden, config.num_labels)
-        nn.init.normal_(self.classifier.weight, std=config.initializer_range)
-        nn.init.zeros_(self.classifier.bias)
+        # The head is called ``classifier`` whatever its kind, so every adaptation method (linear_probe trains
+        # only it; peft keeps it trainable through modules_to_save) treats both heads alike.
+        if config.pooling == "attention":
+            self.classifier = AttentionPoolingHead(hidden, config.num_labels, config.attention_heads)
+        else:
+            self.classifier = nn.Linear(hidden, config.num_labels)
+            nn.init.normal_(self.classifier.weight, std=config.initializer_range)
+            nn.init.zeros_(self.classifier.bias)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the head is ours; backbone modules keep their own init (or loaded weights).
-        if module is getattr(self, "classifier", None):
+        if module is getattr(self, "classifier", None) and isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=self.config.initializer_range)
             nn.init.zeros_(module.bias)
 
@@ -161,27 +176,38 @@ class ECGClassifier(PreTrainedModel):
     def signal_contract(self) -> dict[str, Any]:
         return self.backbone.config.signal_contract
 
-    def embed(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pooled features (the head's input, before dropout) and the backbone's ``last_hidden_state``.
-
-        The backbone's own ``pooler_output`` when it has one (computed with the mask, as the original does),
-        else the mean over the frames the mask keeps.
-        """
+    def _frames(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+        """The backbone's output, its frames and which frames hold signal (``None``: all of them)."""
         # An all-ones mask changes nothing but costs a dense attention bias: drop it.
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         out = self.backbone(input_values, attention_mask=attention_mask)
         hidden = out.last_hidden_state
+        frame_mask = None
+        if attention_mask is not None and hasattr(self.backbone, "frame_mask"):
+            frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
+        return out, hidden, frame_mask
+
+    def _pool(self, out: Any, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean pooling: the backbone's own ``pooler_output`` (computed with the mask, as the original does),
+        else the mean over the frames the mask keeps (HuBERT-ECG has no pooling of its own)."""
         pooled = getattr(out, "pooler_output", None)
-        if pooled is None:
-            # The backbone has no pooling of its own (HuBERT-ECG): mean over the frames the mask keeps.
-            frame_mask = None
-            if attention_mask is not None:
-                frame_mask = self.backbone.frame_mask(attention_mask, hidden.shape[1])
-            pooled = masked_mean(hidden, frame_mask)
-        return pooled, hidden
+        return masked_mean(hidden, frame_mask) if pooled is None else pooled
+
+    def embed(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled features (the head's input, before dropout) and the backbone's ``last_hidden_state``.
+
+        Mean pooling: see :meth:`_pool`. Attention pooling: the attention head's output before its class
+        projection.
+        """
+        out, hidden, frame_mask = self._frames(input_values, attention_mask)
+        if self.config.pooling == "attention":
+            return self.classifier(hidden, frame_mask)[1], hidden
+        return self._pool(out, hidden, frame_mask), hidden
 
     def forward(
         self,
@@ -190,11 +216,15 @@ class ECGClassifier(PreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> ECGClassifierOutput:
-        pooled, hidden = self.embed(input_values, attention_mask)
-        logits = self.classifier(self.dropout(pooled))
+        out, hidden, frame_mask = self._frames(input_values, attention_mask)
+        if self.config.pooling == "attention":
+            # No dropout before this head: the benchmark's attention probe has none.
+            logits, pooled = self.classifier(hidden, frame_mask)
+        else:
+            pooled = self._pool(out, hidden, frame_mask)
+            logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled, last_hidden_state=hidden)
-
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
     """Cross-entropy on class indices (``single_label_classification``), else BCE on multi-hot labels."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..._version import __version__
 from ...models.classifier import ECGClassifier, ECGClassifierOutput
+from ...models.heads import AttentionPoolingHead
 from ...utils import atomic_write, atomic_write_text
 from ..config import AdaptationConfig, UnsupportedAdaptationError, get_method
 from ..layout import BackboneLayout, backbone_layout, family_key
@@ -93,12 +94,25 @@ class AdaptedModel(PromptHooks, nn.Module):
     def add_adapter(self, adapter_name: str, config: AdaptationConfig) -> None:
         """Add a new adapter (with a fresh copy of the classifier's head); it becomes active if none is."""
         self._check_new_name(adapter_name)
-        base_head = self.base_model.classifier
-        # A new Linear with the head's values (copy.deepcopy would also copy the routing hook on the base head).
-        head = nn.Linear(base_head.in_features, base_head.out_features, bias=base_head.bias is not None)
-        head.load_state_dict(base_head.state_dict())
-        adapter = self._build(config, head)
+        adapter = self._build(config, self._fresh_head(copy_values=True))
         self._insert(adapter_name, adapter, trainable=True)
+
+    def _fresh_head(self, copy_values: bool) -> nn.Module:
+        """A head of the base head's kind and shape (linear or attention pooling), with its values or freshly built.
+
+        Built rather than ``copy.deepcopy``-ed: a deep copy would also copy the routing hook on the base head.
+        """
+        base_head = self.base_model.classifier
+        if isinstance(base_head, nn.Linear):
+            head: nn.Module = nn.Linear(base_head.in_features, base_head.out_features, bias=base_head.bias is not None)
+        elif isinstance(base_head, AttentionPoolingHead):
+            head = AttentionPoolingHead(base_head.q_proj.in_features, base_head.out_proj.out_features,
+                                        base_head.num_heads, bias=base_head.q_proj.bias is not None)
+        else:
+            raise TypeError(f"module adapters support linear and attention-pooling heads, not {type(base_head).__name__}")
+        if copy_values:
+            head.load_state_dict(base_head.state_dict())
+        return head.to(next(base_head.parameters()).device)
 
     def load_adapter(self, model_id: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False) -> None:
         """Load an adapter folder written by :meth:`save_pretrained` (or ``save_adapted``) under ``adapter_name``.
@@ -121,17 +135,24 @@ class AdaptedModel(PromptHooks, nn.Module):
         if trained_on is not None and trained_on != here:
             raise ValueError(f"{config_file}: the adapter was trained on a {trained_on} backbone; this one is {here}")
         state = load_file(str(weights_file))
-        head_key = f"{ADAPTER_PREFIX}.classifier.weight"
-        if head_key not in state:
-            raise ValueError(f"{weights_file} has no {head_key!r}: every adapter saves its head")
-        out_features, in_features = state[head_key].shape
-        if in_features != self.base_model.classifier.in_features:
-            raise ValueError(f"{weights_file}: the head reads {in_features} features; this backbone gives "
-                             f"{self.base_model.classifier.in_features}")
+        head_prefix = f"{ADAPTER_PREFIX}.classifier."
+        head_keys = [k for k in state if k.startswith(head_prefix)]
+        if not head_keys:
+            raise ValueError(f"{weights_file} has no {head_prefix}* tensors: every adapter saves its head")
+        base_head = self.base_model.classifier
+        if isinstance(base_head, nn.Linear):
+            in_features = state[head_prefix + "weight"].shape[1]
+            if in_features != base_head.in_features:
+                raise ValueError(f"{weights_file}: the head reads {in_features} features; this backbone gives "
+                                 f"{base_head.in_features}")
         foreign = sorted(k for k in state if not k.startswith(ADAPTER_PREFIX + "."))
         if foreign:
             raise ValueError(f"{weights_file}: unexpected tensors {foreign[:10]} (adapter tensors start with {ADAPTER_PREFIX!r})")
-        adapter = self._build(config, nn.Linear(in_features, out_features))
+        head = self._fresh_head(copy_values=False)
+        if isinstance(head, nn.Linear):  # the saved head may predict another label set than the base head
+            out_features = state[head_prefix + "weight"].shape[0]
+            head = nn.Linear(head.in_features, out_features, bias=head_prefix + "bias" in state)
+        adapter = self._build(config, head)
         state = {k[len(ADAPTER_PREFIX) + 1 :]: v for k, v in state.items()}
         expected = adapter.state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -393,7 +414,7 @@ class AdaptedModel(PromptHooks, nn.Module):
 
     def _head_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         adapter = self._current_adapter()
-        return None if adapter is None else adapter.classifier(args[0])
+        return None if adapter is None else adapter.classifier(*args)
 
 
 def require_layout(clf: ECGClassifier, kind: Literal["transformer", "cnn"] | None = None, needs: str = "",
