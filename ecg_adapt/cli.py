@@ -291,9 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .adaptation.core import IncompleteModelError
     from .hub import HubError
-    from .training.checkpoints import CheckpointError
+    from .training.checkpoints import CheckpointError, TrainingDivergedError
     from .training.recipe import RecipeError
-    from .training.trainer import TrainingDivergedError
 
     try:
         return args.func(args)

@@ -248,6 +248,8 @@ def build_cache(
             "processor": processor.to_dict(),
             "quality": quality.to_dict(),
         }
+        # report.json is the completion marker: written last, and a cache is reused only from its final name
+        # (after the rename) with both files present, so a build killed at any point is never picked up.
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
         if n_windows == 0:
             raise ValueError(explain_nothing_cached(source.name, skipped, len(ids)))
@@ -277,7 +279,7 @@ _HINTS: list[tuple[str, str, str]] = [
     ("missing_file", "", "check data.path: it must be the dataset's root folder"),
     ("truncated", "", "the signal files are cut short: download them again"),
     ("length_mismatch", "", "headers and signal files disagree on the length: download them again"),
-    ("flat_signal", "", "the signals are all constant: check the files, or set data.quality.max_flat_leads: null"),
+    ("flat_signal", "", "check the files, or set data.quality.max_flat_leads: null to keep such records"),
     ("flat_leads", "", "raise data.quality.max_flat_leads (or set it to null) to keep records with flat leads"),
     ("corrupt_header", "", "the headers cannot be parsed: download them again"),
 ]

@@ -25,11 +25,12 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
-
-from accelerate import Accelerator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .recipe import RecipeError, flatten_dict
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger("ecg_adapt.train")
 
@@ -59,6 +60,10 @@ _SAFE_PREFIXES = ("hub.",)
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed from; the message names the folder and what is wrong."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops before the bad update is applied or saved."""
 
 
 class _Stateful(Protocol):
@@ -121,7 +126,7 @@ class CheckpointManager:
         return max((i for i in used if i is not None), default=-1) + 1
 
     # ------------------------------------------------------------------ saving
-    def save(self, accelerator: Accelerator, progress: _Stateful) -> Path:
+    def save(self, accelerator: "Accelerator", progress: _Stateful) -> Path:
         """Write a checkpoint of the current state on every rank; returns its final folder.
 
         Collective: every rank must call it at the same point of the loop.
@@ -178,7 +183,7 @@ class CheckpointManager:
                                   "its save was interrupted); use 'latest' for the newest complete checkpoint")
         return ckpt
 
-    def load(self, accelerator: Accelerator, ckpt: Path, progress: _Stateful) -> None:
+    def load(self, accelerator: "Accelerator", ckpt: Path, progress: _Stateful) -> None:
         """Restore model, optimiser, scheduler, sampler and RNG states and the loop position from ``ckpt``.
 
         Raises:

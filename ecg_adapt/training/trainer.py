@@ -45,7 +45,7 @@ from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor, aggregate_windows
 from ..processing.steps import Window
 from ..tasks.task import ClassificationTask
-from .checkpoints import CheckpointManager
+from .checkpoints import CheckpointManager, TrainingDivergedError
 from .recipe import Recipe, RecipeError, flatten_dict
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -141,10 +141,6 @@ def _open_source(recipe: Recipe, accelerator: Accelerator, output_dir: Path) -> 
                                      progress=True)
         path = str(synth)
     return PTBXL(path, sampling_rate=recipe.data.sampling_rate, **options)  # type: ignore[arg-type]
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops before the bad update is applied or saved."""
 
 
 def _prepare_output_dir(recipe: Recipe, ckpts: CheckpointManager) -> None:
