@@ -179,6 +179,7 @@ def build_cache(
         _log_report(cache.report, final, reused=True)
         return cache
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(root, f".{source.name}-{key}-")
     tmp = Path(tempfile.mkdtemp(prefix=f".{source.name}-{key}-", dir=root))
     try:
         contract = processor.contract
@@ -308,6 +309,23 @@ def explain_nothing_cached(source: str, skipped: list[dict[str, str]], n_request
     if not skipped:
         lines.append("  the records yielded no windows")
     return "\n".join(lines)
+
+
+STALE_BUILD_SECONDS = 24 * 3600
+
+
+def _remove_stale_builds(root: Path, prefix: str) -> None:
+    """Delete temporary folders of builds of this key killed long ago (SIGKILL skips the cleanup below); a
+    folder touched in the last day may belong to a build still running in another process, so it stays."""
+    import time
+
+    for p in root.glob(prefix + "*"):
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > STALE_BUILD_SECONDS:
+                logger.info("removing %s, left by a cache build that was killed", p)
+                shutil.rmtree(p, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
 
 def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:
