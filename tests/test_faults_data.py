@@ -6,7 +6,6 @@ Each test reproduces a failure of the previous code; the comments say what it di
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
