@@ -6,6 +6,7 @@ Each test reproduces a failure of the previous code; the comments say what it di
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -249,6 +250,9 @@ def test_predict_on_a_folder_predicts_the_good_records_and_reports_each_bad_one(
     for rid, reason in reasons.items():
         assert f"skipped {rid}: {reason}" in err
     assert "2 of 6 record(s) predicted, 4 skipped" in err
+    assert main(["predict", str(model_dir), str(folder), "-o", str(tmp_path / "preds.json")]) == 0
+    saved = json.loads((tmp_path / "preds.json").read_text())
+    assert {r["record_id"]: r["error"]["reason"] for r in saved if "error" in r} == reasons
 
     only_bad = tmp_path / "bad"
     _copy(real, "E07505", only_bad).with_suffix(".mat").unlink()

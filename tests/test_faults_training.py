@@ -238,3 +238,10 @@ def test_impossible_recipe_values_fail_from_the_cli_before_anything_starts(tmp_p
     rc = main(["train", str(tmp_path / "r.yaml"), "training.gradient_accumulation_steps=0"])
     assert rc != 0 and "training.gradient_accumulation_steps" in capsys.readouterr().err
     assert not out.exists()
+    # A recipe built in code (no from_dict) is checked by train() too.
+    recipe = Recipe()
+    recipe.training.logging_steps = 0
+    recipe.output.output_dir = str(out)
+    with pytest.raises(RecipeError, match="'training.logging_steps' must be >= 1"):
+        train(recipe)
+    assert not out.exists()

@@ -180,6 +180,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     With ``hub.push_to_hub`` the finished run is pushed at the end (main process); the run is complete on
     disk before the push, so a failed push loses nothing and can be retried with ``ecg-adapt push``.
     """
+    recipe.validate()  # a Recipe built in code skips from_dict's checks: impossible values fail before anything starts
     output_dir = Path(recipe.output.output_dir)
     if recipe.hub.push_to_hub:
         from ..hub import preflight_push
