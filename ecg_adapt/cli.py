@@ -350,7 +350,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ("ecg_adapt.training.recipe", "RecipeError"),
         ("ecg_adapt.hub.errors", "HubError"),
         ("ecg_adapt.training.checkpoints", "CheckpointError"),
-        ("ecg_adapt.training.trainer", "TrainingDivergedError"),
+        ("ecg_adapt.training.checkpoints", "TrainingDivergedError"),
         ("ecg_adapt.adaptation.core", "IncompleteModelError"),
     ):
         loaded = sys.modules.get(module)

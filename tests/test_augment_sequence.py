@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_HUBERT
 
 from ecg_adapt.data.cache import build_cache
+from ecg_adapt.processing.quality import QualityThresholds
 from ecg_adapt.data.context import ContextWindowDataset, parse_unit_ids
 from ecg_adapt.data.record import ECGRecord
 from ecg_adapt.models.classifier import ECGClassifier
@@ -304,7 +305,9 @@ class UnitSource:
 def _context_cache(tmp_path: Path, units: dict[int, list[int]], seconds: float = 1.0):
     source = UnitSource(units, seconds)
     processor = ECGProcessor(SMALL, [Window(seconds=1.0, mode="all")])
-    return build_cache(source, processor, source.ids(), cache_dir=tmp_path, progress=False)
+    # Constant units by design (the value says where a window came from): keep them past the flat-lead check.
+    return build_cache(source, processor, source.ids(), cache_dir=tmp_path, progress=False,
+                       quality=QualityThresholds(max_flat_leads=None))
 
 
 def test_context_dataset_orders_neighbours_and_pads_the_ends(tmp_path):

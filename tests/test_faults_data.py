@@ -96,6 +96,19 @@ def test_a_cache_build_killed_midway_is_never_reused(real: Path, tmp_path: Path,
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half-written left to pick up
     cache = build_cache(CinC2021(root), processor, ids, cache_dir=tmp_path / "cache", progress=False)
     assert cache.report["n_cached"] == 4 and len(cache) == 8
+    # A build killed by SIGKILL leaves its temporary folder: never read, and removed once it is a day old.
+    import os
+    import time
+
+    key = cache.path.name.split("-", 1)[1]  # <source>-<key>
+    leftover = tmp_path / "cache" / f".cinc2021-{key}-killed"
+    leftover.mkdir()
+    (leftover / "windows.arrow").write_bytes(b"half")
+    shutil.rmtree(cache.path)
+    old = time.time() - 2 * 86400
+    os.utime(leftover, (old, old))
+    again = build_cache(CinC2021(root), processor, ids, cache_dir=tmp_path / "cache", progress=False)
+    assert again.report["n_cached"] == 4 and not leftover.exists()
 
 
 class _SingleLeadSource:
@@ -237,6 +250,9 @@ def test_predict_on_a_folder_predicts_the_good_records_and_reports_each_bad_one(
     for rid, reason in reasons.items():
         assert f"skipped {rid}: {reason}" in err
     assert "2 of 6 record(s) predicted, 4 skipped" in err
+    assert main(["predict", str(model_dir), str(folder), "-o", str(tmp_path / "preds.json")]) == 0
+    saved = json.loads((tmp_path / "preds.json").read_text())
+    assert {r["record_id"]: r["error"]["reason"] for r in saved if "error" in r} == reasons
 
     only_bad = tmp_path / "bad"
     _copy(real, "E07505", only_bad).with_suffix(".mat").unlink()

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
+from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.training import Recipe, RecipeError, train
 
 from conftest import TINY_HUBERT
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random HuBERT-ECG folder, written by the demo's own writer."""
+    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +30,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_ptbxl(tmp_path_factory.mktemp("synth"), n_records=60, progress=False)
 
 
+_BACKBONE: list[Path] = []  # set by the autouse fixture below: _recipe's signature stays (tmp_path, data_root)
+
+
+@pytest.fixture(autouse=True)
+def _backbone(backbone_dir: Path) -> None:
+    _BACKBONE[:] = [backbone_dir]
+
+
 def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:
     return {
-        "model": {"embedded_backbone": dict(TINY_HUBERT)},
+        "model": {"model_name_or_path": str(_BACKBONE[0])},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(tmp_path / "cache"), "max_records_per_split": 16},
         "task": {"name": "superdiagnostic"},
@@ -238,4 +252,11 @@ def test_impossible_recipe_values_fail_from_the_cli_before_anything_starts(tmp_p
     (tmp_path / "r.yaml").write_text(f"output:\n  output_dir: {out}\n")
     rc = main(["train", str(tmp_path / "r.yaml"), "training.gradient_accumulation_steps=0"])
     assert rc != 0 and "training.gradient_accumulation_steps" in capsys.readouterr().err
+    assert not out.exists()
+    # A recipe built in code (no from_dict) is checked by train() too.
+    recipe = Recipe()
+    recipe.training.logging_steps = 0
+    recipe.output.output_dir = str(out)
+    with pytest.raises(RecipeError, match="'training.logging_steps' must be >= 1"):
+        train(recipe)
     assert not out.exists()

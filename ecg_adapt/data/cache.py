@@ -179,6 +179,7 @@ def build_cache(
         _log_report(cache.report, final, reused=True)
         return cache
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(root, f".{source.name}-{key}-")
     tmp = Path(tempfile.mkdtemp(prefix=f".{source.name}-{key}-", dir=root))
     try:
         contract = processor.contract
@@ -248,6 +249,8 @@ def build_cache(
             "processor": processor.to_dict(),
             "quality": quality.to_dict(),
         }
+        # report.json is the completion marker: written last, and a cache is reused only from its final name
+        # (after the rename) with both files present, so a build killed at any point is never picked up.
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
         if n_windows == 0:
             raise ValueError(explain_nothing_cached(source.name, skipped, len(ids)))
@@ -277,7 +280,7 @@ _HINTS: list[tuple[str, str, str]] = [
     ("missing_file", "", "check data.path: it must be the dataset's root folder"),
     ("truncated", "", "the signal files are cut short: download them again"),
     ("length_mismatch", "", "headers and signal files disagree on the length: download them again"),
-    ("flat_signal", "", "the signals are all constant: check the files, or set data.quality.max_flat_leads: null"),
+    ("flat_signal", "", "check the files, or set data.quality.max_flat_leads: null to keep such records"),
     ("flat_leads", "", "raise data.quality.max_flat_leads (or set it to null) to keep records with flat leads"),
     ("corrupt_header", "", "the headers cannot be parsed: download them again"),
 ]
@@ -306,6 +309,23 @@ def explain_nothing_cached(source: str, skipped: list[dict[str, str]], n_request
     if not skipped:
         lines.append("  the records yielded no windows")
     return "\n".join(lines)
+
+
+STALE_BUILD_SECONDS = 24 * 3600
+
+
+def _remove_stale_builds(root: Path, prefix: str) -> None:
+    """Delete temporary folders of builds of this key killed long ago (SIGKILL skips the cleanup below); a
+    folder touched in the last day may belong to a build still running in another process, so it stays."""
+    import time
+
+    for p in root.glob(prefix + "*"):
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > STALE_BUILD_SECONDS:
+                logger.info("removing %s, left by a cache build that was killed", p)
+                shutil.rmtree(p, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
 
 def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:

@@ -62,8 +62,7 @@ class QualityThresholds:
         flat = self.flat_leads(np.asarray(signal)[judged], names)
         limit = f"peak-to-peak <= {self.flat_lead_max_ptp_mv:g} mV"
         if len(flat) == len(names):
-            return "flat_signal", (f"every lead is flat ({limit}), e.g. an all-zero record; "
-                                   "set data.quality.max_flat_leads: null to keep such records")
+            return "flat_signal", f"every lead is flat ({limit}), e.g. an all-zero record"
         if len(flat) > self.max_flat_leads:
             return "flat_leads", (f"{len(flat)} flat lead(s) {flat} ({limit}), more than data.quality.max_flat_leads="
                                   f"{self.max_flat_leads}")

@@ -12,7 +12,15 @@ from typing import Any
 from .catalogue import RecipeInfo, copy_recipe, find_recipe, list_recipes, recipes_dir
 from .recipe import DataArgs, HubArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs, schema_help
 
-_LAZY = {"TrainProgress": ".trainer", "evaluate": ".trainer", "train": ".trainer"}
+_LAZY = {
+    "TrainProgress": ".trainer",
+    "evaluate": ".trainer",
+    "train": ".trainer",
+    "RESUME_SAFE_KEYS": ".checkpoints",
+    "CheckpointError": ".checkpoints",
+    "CheckpointManager": ".checkpoints",
+    "TrainingDivergedError": ".checkpoints",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +32,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RESUME_SAFE_KEYS",
+    "CheckpointError",
+    "CheckpointManager",
+    "TrainingDivergedError",
     "DataArgs",
     "HubArgs",
     "ModelArgs",

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
-
-from accelerate import Accelerator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..utils import flatten_dict
 from .recipe import RecipeError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger("ecg_adapt.train")
 
@@ -60,6 +62,10 @@ _SAFE_PREFIXES = ("hub.",)
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed from; the message names the folder and what is wrong."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops before the bad update is applied or saved."""
 
 
 class _Stateful(Protocol):
@@ -122,7 +128,7 @@ class CheckpointManager:
         return max((i for i in used if i is not None), default=-1) + 1
 
     # ------------------------------------------------------------------ saving
-    def save(self, accelerator: Accelerator, progress: _Stateful) -> Path:
+    def save(self, accelerator: "Accelerator", progress: _Stateful) -> Path:
         """Write a checkpoint of the current state on every rank; returns its final folder.
 
         Collective: every rank must call it at the same point of the loop.
@@ -179,7 +185,7 @@ class CheckpointManager:
                                   "its save was interrupted); use 'latest' for the newest complete checkpoint")
         return ckpt
 
-    def load(self, accelerator: Accelerator, ckpt: Path, progress: _Stateful) -> None:
+    def load(self, accelerator: "Accelerator", ckpt: Path, progress: _Stateful) -> None:
         """Restore model, optimiser, scheduler, sampler and RNG states and the loop position from ``ckpt``.
 
         Raises:
@@ -200,6 +206,67 @@ class CheckpointManager:
         check_resume_recipe(state.get("recipe") or {}, self.recipe, ckpt)
         accelerator.load_state(str(ckpt))
         progress.load_state_dict(state["progress"])
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, ckpts: CheckpointManager, resume: str | None,
+                       overwrite: bool) -> None:
+    """Decide, before anything is written, what to do with what a previous run left in ``output_dir``.
+
+    A finished run (``metrics.json``) or an unfinished one (checkpoints) is never deleted unless ``overwrite``
+    (``output.overwrite_output_dir``) says so; then the previous run's outputs are removed before training.
+
+    Raises:
+        FileExistsError: the folder holds a run and neither ``resume`` nor ``overwrite`` says what to do with it.
+    """
+    output_dir = Path(output_dir)
+    finished = (output_dir / "metrics.json").exists()
+    if resume:
+        return
+    if overwrite:
+        if finished or ckpts.has_any() or (output_dir / "model").exists():
+            logger.info("output.overwrite_output_dir: removing the previous run's outputs in %s", output_dir)
+        for name in ("checkpoints", "model", "ranks", "metrics.json", "recipe.yaml"):
+            p = output_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        return
+    if finished:
+        raise FileExistsError(
+            f"{output_dir} already holds a finished run; set output.overwrite_output_dir=true, "
+            "training.resume_from_checkpoint=latest, or another output.output_dir"
+        )
+    if ckpts.has_any():
+        latest = ckpts.latest()
+        what = f"its newest complete checkpoint is {latest.name}" if latest else "none of its checkpoints is complete"
+        raise FileExistsError(
+            f"{output_dir} holds checkpoints of an unfinished run ({what}); nothing was changed. Set "
+            "training.resume_from_checkpoint=latest to continue it, output.overwrite_output_dir=true to start "
+            "over (deletes them), or another output.output_dir"
+        )
+
+
+def check_finite_loss(loss: Any, accelerator: "Accelerator", step: int, ckpts: CheckpointManager) -> None:
+    """Stop before a NaN/inf loss reaches the weights or a checkpoint; every rank stops at the same step.
+
+    Raises:
+        TrainingDivergedError: naming the step and the last good checkpoint.
+    """
+    import torch
+
+    value = loss.detach().float().reshape(1)
+    if accelerator.num_processes > 1:
+        value = accelerator.gather(value)
+    if bool(torch.isfinite(value).all()):
+        return
+    bad = value[~torch.isfinite(value)][0].item()
+    latest = ckpts.latest()
+    kept = f"the last good checkpoint is {latest} (resume_from_checkpoint=latest)" if latest else "no checkpoint was saved yet"
+    raise TrainingDivergedError(
+        f"loss became {'NaN' if math.isnan(bad) else bad} at step {step}; training stopped before that update, "
+        f"{kept}. Lower training.learning_rate, raise training.warmup_ratio, or check the data."
+    )
 
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from ..progress import Progress, quiet_library_bars
 from ..tasks.task import ClassificationTask
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
-from .checkpoints import CheckpointManager
+from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -115,46 +114,6 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops before the bad update is applied or saved."""
-
-
-def _prepare_output_dir(recipe: Recipe, ckpts: CheckpointManager) -> None:
-    """Decide, before anything is written, what to do with what a previous run left in the output folder.
-
-    A finished run (``metrics.json``) or an unfinished one (checkpoints) is never deleted unless
-    ``output.overwrite_output_dir`` says so; then the previous run's outputs are removed before training.
-    """
-    output_dir = Path(recipe.output.output_dir)
-    resume = recipe.training.resume_from_checkpoint
-    finished = (output_dir / "metrics.json").exists()
-    if resume:
-        return
-    if recipe.output.overwrite_output_dir:
-        if finished or ckpts.has_any() or (output_dir / "model").exists():
-            logger.info("output.overwrite_output_dir: removing the previous run's outputs in %s", output_dir)
-        for name in ("checkpoints", "model", "ranks", "metrics.json", "recipe.yaml"):
-            p = output_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        return
-    if finished:
-        raise FileExistsError(
-            f"{output_dir} already holds a finished run; set output.overwrite_output_dir=true, "
-            "training.resume_from_checkpoint=latest, or another output.output_dir"
-        )
-    if ckpts.has_any():
-        latest = ckpts.latest()
-        what = f"its newest complete checkpoint is {latest.name}" if latest else "none of its checkpoints is complete"
-        raise FileExistsError(
-            f"{output_dir} holds checkpoints of an unfinished run ({what}); nothing was changed. Set "
-            "training.resume_from_checkpoint=latest to continue it, output.overwrite_output_dir=true to start "
-            "over (deletes them), or another output.output_dir"
-        )
-
-
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -180,22 +139,6 @@ def evaluate(
     present = np.unique(owner)
     labels = dataset.labels[present]
     return record_probs[present], labels, float(torch.cat(losses).mean())
-
-
-def _check_finite(loss: torch.Tensor, accelerator: Accelerator, step: int, ckpts: CheckpointManager) -> None:
-    """Stop before a NaN/inf loss reaches the weights (or a checkpoint); every rank stops at the same step."""
-    value = loss.detach().float().reshape(1)
-    if accelerator.num_processes > 1:
-        value = accelerator.gather(value)
-    if bool(torch.isfinite(value).all()):
-        return
-    bad = value[~torch.isfinite(value)][0].item()
-    latest = ckpts.latest()
-    kept = f"the last good checkpoint is {latest} (resume_from_checkpoint=latest)" if latest else "no checkpoint was saved yet"
-    raise TrainingDivergedError(
-        f"loss became {'NaN' if math.isnan(bad) else bad} at step {step}; training stopped before that update, "
-        f"{kept}. Lower training.learning_rate, raise training.warmup_ratio, or check the data."
-    )
 
 
 def _nan(value: float | None) -> float:
@@ -260,7 +203,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     resume = tr.resume_from_checkpoint
     ckpts = CheckpointManager(output_dir, tr.save_total_limit, recipe.to_dict())
     if accelerator.is_main_process:
-        _prepare_output_dir(recipe, ckpts)
+        prepare_output_dir(output_dir, ckpts, resume=resume, overwrite=recipe.output.overwrite_output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     quiet_library_bars()  # off a terminal, transformers' own save/download bars would be carriage-return noise
@@ -379,7 +322,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                                          device=batch["input_values"].device))
             with accelerator.accumulate(model):
                 out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-                _check_finite(out.loss, accelerator, progress.global_step + 1, ckpts)
+                check_finite_loss(out.loss, accelerator, progress.global_step + 1, ckpts)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and tr.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), tr.max_grad_norm)
