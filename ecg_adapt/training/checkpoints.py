@@ -55,7 +55,8 @@ RESUME_SAFE_KEYS: frozenset[str] = frozenset({
     "output.overwrite_output_dir",
     "output.output_dir",  # a run folder moved before resuming
     "data.cache_dir",
-    "data.synthetic_dir",
+    "training.bootstrap_resamples",  # only the final report's intervals
+    "training.confidence_level",
 })
 _SAFE_PREFIXES = ("hub.",)
 
@@ -225,7 +226,7 @@ def prepare_output_dir(output_dir: str | os.PathLike, ckpts: CheckpointManager, 
     if overwrite:
         if finished or ckpts.has_any() or (output_dir / "model").exists():
             logger.info("output.overwrite_output_dir: removing the previous run's outputs in %s", output_dir)
-        for name in ("checkpoints", "model", "ranks", "metrics.json", "recipe.yaml"):
+        for name in ("checkpoints", "model", "best", "predictions", "ranks", "metrics.json", "recipe.yaml"):
             p = output_dir / name
             if p.is_dir():
                 shutil.rmtree(p)

@@ -121,7 +121,26 @@ class TrainingArgs:
     bf16: bool = False
     """Mixed precision bf16; when false, accelerate's own config/flags decide."""
     logging_steps: int = 10
-    eval_strategy: Literal["epoch", "no"] = "epoch"
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    """When to evaluate on the validation split (and select a checkpoint): every epoch, every ``eval_steps``, or
+    never (then the last step's model is reported, and ``metrics.json`` says it was not selected)."""
+    eval_steps: int = 500
+    load_best_model_at_end: bool = True
+    """Report and save the model of the best validation evaluation (``metric_for_best_model``), not the last
+    step's. On by default, unlike transformers: a test number from an unselected checkpoint is not a result."""
+    metric_for_best_model: str | None = None
+    """A validation metric (``loss``, ``macro_auroc``, ``kappa``, ...; an ``eval_`` prefix is accepted);
+    ``null``: the task's primary metric."""
+    greater_is_better: bool | None = None
+    """``null``: false for names ending in ``loss``, true otherwise (as transformers)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of ``metric_for_best_model`` (``null``: never)."""
+    early_stopping_threshold: float = 0.0
+    """The least change of the metric that counts as an improvement."""
+    bootstrap_resamples: int = 1000
+    """Bootstrap resamples for the test metrics' confidence intervals (record-level, seeded by ``seed``;
+    0 disables them)."""
+    confidence_level: float = 0.95
     save_strategy: Literal["epoch", "steps", "no"] = "epoch"
     save_steps: int = 500
     save_total_limit: int | None = 2
@@ -206,6 +225,14 @@ class Recipe:
             ("training.save_total_limit", t.save_total_limit, t.save_total_limit is None or t.save_total_limit >= 1,
              ">= 1 (or null to keep every checkpoint)"),
             ("training.dataloader_num_workers", t.dataloader_num_workers, t.dataloader_num_workers >= 0, ">= 0"),
+            ("training.eval_steps", t.eval_steps, t.eval_steps >= 1 or t.eval_strategy != "steps", ">= 1 with eval_strategy: steps"),
+            ("training.early_stopping_patience", t.early_stopping_patience,
+             t.early_stopping_patience is None or t.early_stopping_patience >= 1, ">= 1 (or null)"),
+            ("training.early_stopping_patience", t.early_stopping_patience,
+             t.early_stopping_patience is None or t.eval_strategy != "no", "null when eval_strategy is 'no' (nothing to stop on)"),
+            ("training.early_stopping_threshold", t.early_stopping_threshold, t.early_stopping_threshold >= 0, ">= 0"),
+            ("training.bootstrap_resamples", t.bootstrap_resamples, t.bootstrap_resamples >= 0, ">= 0 (0 disables intervals)"),
+            ("training.confidence_level", t.confidence_level, 0.0 < t.confidence_level < 1.0, "in (0, 1), e.g. 0.95"),
             ("model.classifier_dropout", m.classifier_dropout, 0.0 <= m.classifier_dropout < 1.0, "in [0, 1)"),
             ("model.layerdrop", m.layerdrop, 0.0 <= m.layerdrop < 1.0, "in [0, 1)"),
             ("data.max_records_per_split", d.max_records_per_split,

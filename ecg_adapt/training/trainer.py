@@ -21,7 +21,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ from ..progress import Progress, quiet_library_bars
 from ..tasks.task import ClassificationTask
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
+from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
+from ..tasks.bootstrap import metric_intervals, support_warnings
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
+from .selection import BestTracker, load_best, save_best
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -58,8 +62,10 @@ class TrainProgress:
     step_in_epoch: int = 0  # batches consumed in the current epoch
     global_step: int = 0  # optimiser steps
     samples_seen: int = 0  # samples seen by this rank
+    best: dict[str, Any] | None = None  # BestTracker state: a resumed run keeps its best-so-far and patience
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per validation evaluation
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -122,8 +128,9 @@ def evaluate(
     task: ClassificationTask,
     accelerator: Accelerator,
     aggregation: str = "mean",
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Record-level probabilities and labels of a split, gathered across ranks (identical on every rank)."""
+) -> tuple[np.ndarray, np.ndarray, float, list[Any]]:
+    """Record-level probabilities, labels, mean loss and record ids of a split, gathered across ranks (identical
+    on every rank). Records without a cached window (skipped) are left out."""
     model.eval()
     probs, owners, losses = [], [], []
     for batch in loader:
@@ -138,7 +145,25 @@ def evaluate(
     record_probs = aggregate_windows(window_probs, owner, method=aggregation, n_records=dataset.n_records)
     present = np.unique(owner)
     labels = dataset.labels[present]
-    return record_probs[present], labels, float(torch.cat(losses).mean())
+    return record_probs[present], labels, float(torch.cat(losses).mean()), [dataset.record_ids[i] for i in present]
+
+
+def _selection_summary(tr: Any, tracker: BestTracker, progress: TrainProgress, early_stopped: bool) -> dict[str, Any]:
+    """What ``metrics.json`` says about which model the test numbers come from."""
+    out: dict[str, Any] = {
+        "metric_for_best_model": tracker.metric, "greater_is_better": tracker.greater_is_better,
+        "best_value": tracker.best_value, "best_step": tracker.best_step, "best_epoch": tracker.best_epoch,
+        "last_step": progress.global_step, "evaluations": len(progress.history), "early_stopped": early_stopped,
+    }
+    if tr.eval_strategy == "no":
+        out.update(selected="last", reason="eval_strategy is 'no': the last step's model, not a selected one")
+    elif not tr.load_best_model_at_end:
+        out.update(selected="last", reason="load_best_model_at_end is false: the last step's model")
+    elif tracker.best_step is None:
+        out.update(selected="last", reason="no validation evaluation was defined (the metric was never finite)")
+    else:
+        out.update(selected="best", reason=f"the best validation {tracker.metric} (step {tracker.best_step})")
+    return out
 
 
 def _nan(value: float | None) -> float:
@@ -305,8 +330,41 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                    logger=logger, disable=not accelerator.is_local_main_process)
     t_loop, samples_at_start = time.time(), progress.samples_seen
     running, n_running = 0.0, 0
-    history: list[dict[str, Any]] = []
     done = progress.global_step >= total_steps
+    metric_name = (tr.metric_for_best_model or task.primary_metric).removeprefix("eval_")
+    tracker = (BestTracker.from_dict(progress.best) if progress.best else
+               BestTracker(metric_name, tr.greater_is_better, tr.early_stopping_patience, tr.early_stopping_threshold))
+
+    def validate(epoch: int) -> bool:
+        """Evaluate on validation, track the best evaluation (saving its weights), and say whether to stop."""
+        probs, labels, vloss, _ = evaluate(model, val_loader, datasets["validation"], task, accelerator,
+                                           tr.eval_aggregation)
+        m = {"loss": vloss, **task.metrics(labels, probs)}
+        if metric_name not in m or isinstance(m[metric_name], (dict, list, str)):
+            scalars = [k for k, v in m.items() if isinstance(v, (int, float)) or v is None]
+            raise RecipeError(f"training.metric_for_best_model {metric_name!r} is not a scalar validation metric of "
+                              f"task {task.name!r}{did_you_mean(metric_name, scalars)}; available: {sorted(scalars)}")
+        value = m[metric_name]
+        improved = tracker.update(value, progress.global_step, epoch)
+        progress.best = tracker.to_dict()
+        progress.history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss,
+                                 "val_" + task.primary_metric: m[task.primary_metric],
+                                 **({} if metric_name in ("loss", task.primary_metric) else {"val_" + metric_name: value})})
+        accelerator.log({"val/loss": vloss, f"val/{task.primary_metric}": m[task.primary_metric]}, step=progress.global_step)
+        logger.info("epoch %d step %d: val loss %.4f, val %s %.4f%s", epoch, progress.global_step, vloss,
+                    metric_name, _nan(value), " (best so far)" if improved else "")
+        if improved and tr.load_best_model_at_end:
+            if accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), output_dir, tracker)
+            accelerator.wait_for_everyone()
+        model.train()
+        if tracker.should_stop:
+            logger.warning("early stopping at step %d: %s did not improve by more than %g in %d evaluations (best %.4f "
+                           "at step %d)", progress.global_step, metric_name, tr.early_stopping_threshold,
+                           tracker.evaluations_without_improvement, _nan(tracker.best_value), tracker.best_step or 0)
+        return tracker.should_stop
+
+    early_stopped = False
     for epoch in range(progress.epoch, num_epochs):
         if done:
             break
@@ -343,42 +401,65 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                 accelerator.log({"train/loss": running / n_running, "train/lr": scheduler.get_last_lr()[0],
                                  "train/samples_per_s": rate}, step=progress.global_step)
                 running, n_running = 0.0, 0
+            if tr.eval_strategy == "steps" and progress.global_step % tr.eval_steps == 0:
+                early_stopped = validate(epoch)
             if tr.save_strategy == "steps" and progress.global_step % tr.save_steps == 0:
                 ckpts.save(accelerator, progress)
-            if progress.global_step >= total_steps:
+            if progress.global_step >= total_steps or early_stopped:
                 done = True
                 break
         if not done or progress.step_in_epoch >= len(train_loader):
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
-        if tr.eval_strategy == "epoch":
-            probs, labels, vloss = evaluate(model, val_loader, datasets["validation"], task, accelerator, tr.eval_aggregation)
-            m = task.metrics(labels, probs)
-            history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss, "val_" + task.primary_metric: m[task.primary_metric]})
-            accelerator.log({"val/loss": vloss, f"val/{task.primary_metric}": m[task.primary_metric]}, step=progress.global_step)
-            logger.info("epoch %d step %d: val loss %.4f, val %s %.4f", epoch, progress.global_step, vloss,
-                        task.primary_metric, _nan(m[task.primary_metric]))
-            model.train()
+        if tr.eval_strategy == "epoch" and not early_stopped:
+            early_stopped = validate(epoch)
         if tr.save_strategy == "epoch":
             ckpts.save(accelerator, progress)
+        if early_stopped:
+            break
     bar.close()
     train_seconds = time.time() - t_loop
 
-    # 6. final evaluation: thresholds from validation, applied to test
-    val_probs, val_labels, val_loss = evaluate(model, val_loader, datasets["validation"], task, accelerator, tr.eval_aggregation)
+    # 6. model selection: the best validation evaluation's weights replace the last step's
+    selection = _selection_summary(tr, tracker, progress, early_stopped)
+    if selection["selected"] == "best":
+        accelerator.wait_for_everyone()
+        load_best(accelerator.unwrap_model(model), output_dir)
+        logger.info("selected the model of step %d (val %s %.4f)", tracker.best_step, metric_name, tracker.best_value)
+
+    # 7. final evaluation: thresholds from validation, applied to test; test intervals by record-level bootstrap
+    val_probs, val_labels, val_loss, val_ids = evaluate(model, val_loader, datasets["validation"], task, accelerator,
+                                                        tr.eval_aggregation)
     thresholds = task.tune_thresholds(val_labels, val_probs)
-    test_probs, test_labels, test_loss = evaluate(model, test_loader, datasets["test"], task, accelerator, tr.eval_aggregation)
+    test_probs, test_labels, test_loss, test_ids = evaluate(model, test_loader, datasets["test"], task, accelerator,
+                                                            tr.eval_aggregation)
+    test_metrics = {"loss": test_loss, **task.metrics(test_labels, test_probs, thresholds)}
+    if tr.bootstrap_resamples and accelerator.is_main_process:
+        # Units of long recordings are "<record>/<index>": resample whole records, never windows of one record.
+        groups = [str(r).split("/", 1)[0] for r in test_ids]
+        cis = metric_intervals(partial(task.metrics, thresholds=thresholds), test_labels, test_probs, groups,
+                               n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
+        test_metrics["ci"] = {k: {"low": v.low, "high": v.high} for k, v in cis.items() if v.low is not None}
+        test_metrics["ci_info"] = {"level": tr.confidence_level, "n_resamples": tr.bootstrap_resamples,
+                                   "unit": "record", "n_records": len(set(groups)), "method": "percentile"}
+    warnings_ = support_warnings(test_labels, task.labels)
+    if warnings_:
+        test_metrics["support_warnings"] = warnings_
+        for w in warnings_:
+            logger.warning("test set: %s", w)
     metrics: dict[str, Any] = {
         "task": task.name,
         "labels": task.labels,
         "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds)},
-        "test": {"loss": test_loss, **task.metrics(test_labels, test_probs, thresholds)},
+        "test": test_metrics,
+        "primary_metric": task.primary_metric,
+        "selection": selection,
         "adaptation": recipe.adaptation.method,
         "trainable_parameters": params.trainable,
         "total_parameters": params.total,
         "global_step": progress.global_step,
         "world_size": accelerator.num_processes,
         "train_seconds": round(train_seconds, 2),
-        "history": history,
+        "history": progress.history,
         "run_info": run_info,
         "data": {"source": source.name, "cache": str(cache.path), "skipped_records": cache.report["skipped_by_reason"],
                  "source_problems": source_report.by_reason if source_report is not None else {},
@@ -404,6 +485,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         (output_dir / "recipe.yaml").write_text(
             f"# Resolved recipe of this run (ecg_adapt); rerun with: ecg-adapt train {output_dir / 'recipe.yaml'}\n" + recipe.to_yaml()
         )
+        for split, ids, y, p in (("validation", val_ids, val_labels, val_probs), ("test", test_ids, test_labels, test_probs)):
+            save_predictions(output_dir / PREDICTIONS_DIR / f"{split}.npz",
+                             Predictions([str(i) for i in ids], y, p, task.labels, task.problem_type, thresholds))
         metrics["wall_seconds"] = round(time.time() - t_start, 2)
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         logger.info("test %s %.4f (val %.4f); model saved to %s", task.primary_metric, _nan(metrics["test"][task.primary_metric]),
