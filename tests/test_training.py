@@ -214,6 +214,7 @@ def test_a_run_on_the_demo_data_says_so_in_log_metrics_and_card(tmp_path: Path, 
     shutil.rmtree(prepared.data.path)  # the card must not depend on the synthetic folder still being there
     card = build_model_card(run, "me/demo", "Edoardo-BS/hubert-ecg-small")
     assert "Trained and evaluated on synthetic data" in card and "synthetic-data" in card
+    assert "embedded random-weight backbone" in card
     # progress off a terminal: plain lines (in train.log too), never carriage-return redraws
     assert "training: 2/2 step (100%)" in log and "\r" not in log
     assert "\r" not in capfd.readouterr().err
