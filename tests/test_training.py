@@ -142,11 +142,15 @@ def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, sam
     assert len(metrics["labels"]) == 26 and "challenge_score" in metrics["test"]
     recipe["data"]["source"] = "cinc2012"
     recipe["output"]["output_dir"] = str(tmp_path / "run2")
-    with pytest.raises(ValueError, match="Unknown data source 'cinc2012' \\(did you mean 'cinc2021'\\?\\)"):
+    with pytest.raises(ValueError, match="Unknown data.source 'cinc2012' \\(did you mean 'cinc2021'\\?\\)"):
         train(Recipe.from_dict(recipe))
     recipe["data"].update(source="mitdb", path=None)
-    with pytest.raises(ValueError, match="data.path is required for source 'mitdb'"):
+    with pytest.raises(ValueError, match="data.path is required"):
         train(Recipe.from_dict(recipe))
+    from ecg_adapt.demo import prepare
+
+    with pytest.raises(ValueError, match="data.path is required for source 'mitdb' \\(only ptbxl has a synthetic"):
+        prepare(Recipe.from_dict(recipe))  # the demo synthesises PTB-XL only
 
 
 def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
