@@ -142,11 +142,15 @@ def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, sam
     assert len(metrics["labels"]) == 26 and "challenge_score" in metrics["test"]
     recipe["data"]["source"] = "cinc2012"
     recipe["output"]["output_dir"] = str(tmp_path / "run2")
-    with pytest.raises(ValueError, match="Unknown data source 'cinc2012' \\(did you mean 'cinc2021'\\?\\)"):
+    with pytest.raises(ValueError, match="Unknown data.source 'cinc2012' \\(did you mean 'cinc2021'\\?\\)"):
         train(Recipe.from_dict(recipe))
     recipe["data"].update(source="mitdb", path=None)
-    with pytest.raises(ValueError, match="data.path is required for source 'mitdb'"):
+    with pytest.raises(ValueError, match="data.path is required"):
         train(Recipe.from_dict(recipe))
+    from ecg_adapt.demo import prepare
+
+    with pytest.raises(ValueError, match="data.path is required for source 'mitdb' \\(only ptbxl has a synthetic"):
+        prepare(Recipe.from_dict(recipe))  # the demo synthesises PTB-XL only
 
 
 def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
@@ -214,6 +218,7 @@ def test_a_run_on_the_demo_data_says_so_in_log_metrics_and_card(tmp_path: Path, 
     shutil.rmtree(prepared.data.path)  # the card must not depend on the synthetic folder still being there
     card = build_model_card(run, "me/demo", "Edoardo-BS/hubert-ecg-small")
     assert "Trained and evaluated on synthetic data" in card and "synthetic-data" in card
+    assert "embedded random-weight backbone" in card
     # progress off a terminal: plain lines (in train.log too), never carriage-return redraws
     assert "training: 2/2 step (100%)" in log and "\r" not in log
     assert "\r" not in capfd.readouterr().err

@@ -419,7 +419,7 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
     ]
 
     out += ["## Training", ""]
-    embedded = " (the recipe's embedded random-weight backbone, pushed as this id)" if recipe and not rec_model.get("model_name_or_path") else ""
+    embedded = " (the demo's embedded random-weight backbone, pushed as this id)" if (recipe and not rec_model.get("model_name_or_path")) or (metrics.get("run_info") or {}).get("backbone") else ""
     out.append(f"- backbone: `{base_model}`{embedded}")
     if method == "lora":
         targets = adapter_cfg.get("target_modules") or rec_ad.get("target_modules")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -37,8 +36,11 @@ class RecipeInfo:
 
 
 def recipes_dir() -> Path:
-    """The folder of the shipped recipes (inside the installed package)."""
-    return Path(str(resources.files("ecg_adapt") / "recipes"))
+    """The folder of the shipped recipes (inside the installed package: ``ecg_adapt/recipes``).
+
+    Found next to this module's own file: setuptools installs package data unzipped beside the modules (regular
+    and editable installs alike), and a plain path is what ``recipes cp`` and ``Recipe.from_yaml`` need."""
+    return Path(__file__).resolve().parent.parent / "recipes"
 
 
 def _title(text: str) -> str:
