@@ -256,3 +256,58 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch: 
     with Progress(5, "x", "rec", stream=quiet, disable=True) as p:
         p.update(5)
     assert quiet.getvalue() == ""
+
+
+def test_selection_loads_the_best_evaluation_and_metrics_say_which(tmp_path: Path, data_root: Path,
+                                                                     backbone_dir: Path) -> None:
+    # Select on the *highest* validation loss: training lowers it, so the known best evaluation is an early one,
+    # not the last; the reported model must be that one (its validation loss is re-measured at the end).
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, num_train_epochs=3,
+                                             metric_for_best_model="loss", greater_is_better=True)))
+    history = metrics["history"]
+    assert len(history) == 3
+    best = max(range(3), key=lambda i: history[i]["val_loss"])
+    sel = metrics["selection"]
+    assert sel["selected"] == "best" and sel["best_epoch"] == best and sel["best_step"] == history[best]["step"]
+    assert metrics["validation"]["loss"] == pytest.approx(history[best]["val_loss"], abs=1e-6)
+    if best != 2:
+        assert metrics["validation"]["loss"] != pytest.approx(history[2]["val_loss"], abs=1e-6)
+    assert (tmp_path / "run" / "best" / "selection.json").exists()
+
+
+def test_early_stopping_ends_the_run_after_patience(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, num_train_epochs=6,
+                                             metric_for_best_model="loss", greater_is_better=True,
+                                             early_stopping_patience=1)))
+    losses = [h["val_loss"] for h in metrics["history"]]
+    # Stops at the first evaluation that does not beat the best so far.
+    first_miss = next(i for i in range(1, len(losses)) if losses[i] <= max(losses[:i]))
+    assert len(losses) == first_miss + 1 < 6
+    assert metrics["selection"]["early_stopped"] and metrics["global_step"] == 6 * len(losses)
+
+
+def test_test_metrics_carry_bootstrap_intervals_and_predictions_are_saved(tmp_path: Path, data_root: Path,
+                                                                           backbone_dir: Path) -> None:
+    from ecg_adapt.evaluation import compare_runs, load_predictions
+
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, bootstrap_resamples=200)))
+    test = metrics["test"]
+    ci = test["ci"]["macro_auroc"]
+    assert ci["low"] <= test["macro_auroc"] <= ci["high"] and ci["high"] - ci["low"] > 0
+    n_test = metrics["data"]["records"]["test"]
+    assert test["ci_info"] == {"level": 0.95, "n_resamples": 200, "unit": "record", "n_records": n_test,
+                               "method": "percentile"}
+    assert any("positives in the test set" in w for w in test["support_warnings"])  # a few records support no claim
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"]["ci"] == test["ci"]
+    pred = load_predictions(tmp_path / "run" / "predictions" / "test.npz")
+    assert len(pred.record_ids) == n_test and pred.labels == metrics["labels"]
+    table = compare_runs([tmp_path / "run"], n_resamples=50)
+    assert table.rows[0].metric.estimate == pytest.approx(test["macro_auroc"])
+
+
+def test_unknown_metric_for_best_model_is_a_recipe_error(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+    from ecg_adapt.training import RecipeError
+
+    with pytest.raises(RecipeError, match=r"metric_for_best_model 'macro_aurc'.*did you mean 'macro_auroc'"):
+        train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, metric_for_best_model="macro_aurc")))
