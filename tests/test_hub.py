@@ -415,3 +415,18 @@ def test_from_hub_offline_with_an_empty_cache_says_how_to_fix(tmp_path: Path, mo
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no request can leave the process
     with pytest.raises(HubError, match="neither reachable on the Hub nor in the local cache"):
         from_hub("ecg-test/never-downloaded", cache_dir=tmp_path / "empty-cache")
+
+
+def test_card_gives_each_test_metric_its_interval_and_says_which_model_was_selected(tiny_run: TinyRun) -> None:
+    run = tiny_run.run
+    metrics = json.loads((run / "metrics.json").read_text())
+    card = ModelCard(build_model_card(run, "me/x", "Edoardo-BS/hubert-ecg-small")).text
+    ci = metrics["test"]["ci"]["macro_auroc"]
+    assert f"[{ci['low']:.4f}, {ci['high']:.4f}]" in _section(card, "Evaluation")
+    assert f"Test macro AUROC **{metrics['test']['macro_auroc']:.4f}** (95% CI {ci['low']:.4f}–{ci['high']:.4f})" in card
+    assert "percentile bootstrap over the" in card
+    # This run trains with eval_strategy "no": the card must not pass its last step off as a selected model.
+    assert metrics["selection"]["selected"] == "last"
+    assert "**Not a selected checkpoint:** eval_strategy is 'no'" in card
+    for warning in metrics["test"].get("support_warnings", []):
+        assert warning in card

@@ -157,6 +157,21 @@ def run_files(run_dir: str | os.PathLike) -> list[str]:
     return sorted(names | set(RUN_FILES) | {CARD_NAME})
 
 
+def _ci_label(test: dict[str, Any]) -> str:
+    info = test.get("ci_info")
+    return f"{round(100 * info['level'])}% CI" if info else "CI"
+
+
+def _ci_cell(test: dict[str, Any], key: str) -> str:
+    ci = (test.get("ci") or {}).get(key)
+    return f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "n/a"
+
+
+def _ci_text(test: dict[str, Any], key: str) -> str:
+    ci = (test.get("ci") or {}).get(key)
+    return f" ({_ci_label(test)} {_fmt(ci['low'])}–{_fmt(ci['high'])})" if ci else " (no interval computed)"
+
+
 def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, dataset_name: str,
                  dataset_config: str | None) -> tuple[list[EvalResult], list[str]]:
     """``metrics.json`` -> Hub ``EvalResult``s (values copied as they are) and the list of values left out
@@ -334,8 +349,8 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
          f"adapted from [`{base_model}`](https://huggingface.co/{base_model}) ({family}) with {method_text}, made with "
          "`ecg_adapt`."),
         "",
-        (f"Test macro AUROC **{_fmt(test.get('macro_auroc'))}** (validation {_fmt(val.get('macro_auroc'))})"
-         f"{' on **synthetic** records' if synthetic else ''}."),
+        (f"Test macro AUROC **{_fmt(test.get('macro_auroc'))}**{_ci_text(test, 'macro_auroc')} (validation "
+         f"{_fmt(val.get('macro_auroc'))}){' on **synthetic** records' if synthetic else ''}."),
         "",
     ]
     if needs_backbone:
@@ -388,12 +403,30 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
         "## Evaluation", "",
         (f"On {dataset_name} ({splits}); values are copied from `metrics.json` (also in this card's `model-index` "
          "metadata)."),
-        "", "| metric | test | validation |", "|---|---|---|",
+        "", f"| metric | test | test {_ci_label(test)} | validation |", "|---|---|---|---|",
     ]
     for key, (_, name) in _SCALAR_METRICS.items():
         if key in test or key in val:
-            out.append(f"| {name} | {_fmt(test.get(key))} | {_fmt(val.get(key))} |")
-    out += [f"| records | {test.get('n_samples', 'n/a')} | {val.get('n_samples', 'n/a')} |", ""]
+            out.append(f"| {name} | {_fmt(test.get(key))} | {_ci_cell(test, key)} | {_fmt(val.get(key))} |")
+    out += [f"| records | {test.get('n_samples', 'n/a')} | | {val.get('n_samples', 'n/a')} |", ""]
+    info = test.get("ci_info")
+    if info:
+        out += [(f"Intervals: {round(100 * info['level'])}% percentile bootstrap over the {info['n_records']} test "
+                 f"records ({info['n_resamples']} resamples, whole records resampled)."), ""]
+    else:
+        out += ["No confidence intervals were computed for this run (`training.bootstrap_resamples: 0`): the test "
+                "numbers above are point estimates only.", ""]
+    for warning in test.get("support_warnings") or []:
+        out.append(f"- **Small test support.** {warning}.")
+    if test.get("support_warnings"):
+        out.append("")
+    selection = metrics.get("selection") or {}
+    if selection.get("selected") == "best":
+        out += [(f"The model is the one of the best validation {selection.get('metric_for_best_model')} "
+                 f"({_fmt(selection.get('best_value'))} at step {selection.get('best_step')} of "
+                 f"{selection.get('last_step')}{', early stopped' if selection.get('early_stopped') else ''})."), ""]
+    elif selection:
+        out += [f"**Not a selected checkpoint:** {selection.get('reason')}.", ""]
     if undefined:
         out += ["Undefined on these splits (a class with a single outcome), left out of the metadata: "
                 + ", ".join(undefined) + ".", ""]
