@@ -169,6 +169,31 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Compare finished runs on their shared test records; write the table (markdown + CSV) and curve plots."""
+    from .evaluation import compare_runs, plot_curves
+    from .utils import atomic_write_text
+
+    try:
+        table = compare_runs(args.runs, metric=args.metric, split=args.split, n_resamples=args.resamples,
+                             level=args.level, seed=args.seed)
+    except ValueError as e:  # runs of different tasks or records, an unknown metric: say why, no traceback
+        print(f"ecg-adapt: error: {e}", file=sys.stderr)
+        return 2
+    print(table.to_markdown())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "comparison.md", table.to_markdown())
+        atomic_write_text(out / "comparison.csv", table.to_csv())
+        written = [out / "comparison.md", out / "comparison.csv"]
+        if args.plots:
+            for row in table.rows:
+                written.append(plot_curves(row.path, out / f"curves_{Path(row.path).name}.png", split=args.split))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     # The family records are torch-free (ecg_adapt/models/<family>/family.py): listing them imports neither torch
     # nor transformers, so this answers in a fraction of a second once the package face is lazy.
@@ -307,6 +332,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-attention-heads", type=int, default=None,
                    help="head count for checkpoints of a non-released width (tensors cannot tell it; ecg_jepa)")
     c.set_defaults(func=_cmd_convert)
+
+    cmp = sub.add_parser("compare", help="compare runs: metric with bootstrap CI, paired differences, tied ranks",
+                         description=(
+        "Scores every run on the test records they all predicted (predictions/<split>.npz), with a bootstrap "
+        "interval per run, the paired bootstrap difference to the best run, and tied-rank groups (a run not "
+        "significantly worse than its group's best shares its rank). Prints a markdown table; --out also writes "
+        "comparison.md, comparison.csv and, with --plots, ROC/PR curves per class of each run."))
+    cmp.add_argument("runs", nargs="+", help="run folders (output.output_dir of finished recipes)")
+    cmp.add_argument("--metric", default=None,
+                     help="metric to compare (default: the first run's primary metric), e.g. macro_auroc, macro_f1, "
+                          "kappa, per_class_auroc/AF")
+    cmp.add_argument("--split", default="test", choices=["test", "validation"], help="which predictions (default test)")
+    cmp.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    cmp.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    cmp.add_argument("--out", default=None, help="folder for comparison.md / comparison.csv (and plots)")
+    cmp.add_argument("--plots", action="store_true", help="with --out: ROC and PR curves per class of each run (PNG)")
+    cmp.set_defaults(func=_cmd_compare)
 
     m = sub.add_parser("models", help="list the released pretrained variants ecg_adapt can load")
     m.add_argument("--family", help="only this family")

@@ -105,3 +105,20 @@ def test_fast_macro_auroc_equals_the_metrics_dict(tmp_path):
     assert metric_value(p, "macro_auprc") == pytest.approx(full["macro_auprc"])
     assert metric_value(p, "macro_f1") == pytest.approx(full["macro_f1"])
     assert metric_value(p, "per_class_auroc/MI") == pytest.approx(full["per_class_auroc"]["MI"])
+
+
+def test_compare_command_writes_the_table_and_plots_and_refuses_mismatched_runs(tmp_path, capsys):
+    from ecg_adapt.cli import main
+
+    y = _truth(120)
+    a, b = _run(tmp_path, "a", y, 1.0, 1), _run(tmp_path, "b", y, 3.0, 2)
+    assert main(["compare", a, b, "--resamples", "50", "--out", str(tmp_path / "cmp"), "--plots"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | a |" in out and "macro_auroc on 120 shared test records" in out
+    assert (tmp_path / "cmp" / "comparison.csv").read_text().startswith("rank,run")
+    assert (tmp_path / "cmp" / "curves_a.png").stat().st_size > 10_000
+    other = tmp_path / "other"
+    save_predictions(other / "predictions" / "test.npz",
+                     Predictions(["z1", "z2"], y[:2], y[:2] * 1.0, LABELS, "multi_label_classification"))
+    assert main(["compare", a, str(other)]) == 2
+    assert "share no test record" in capsys.readouterr().err
