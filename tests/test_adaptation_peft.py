@@ -21,6 +21,7 @@ import torch
 from peft import IA3Config, LoraConfig, OFTConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
+from family_cases import peft_refusals
 from tiny_backbones import TINY_CONFIGS, tiny_backbone, tiny_batch
 from torch import nn
 
@@ -34,7 +35,8 @@ from ecg_adapt.adaptation.peft_methods import (
     support_matrix,
     support_matrix_markdown,
 )
-from ecg_adapt.models.registry import get_family
+from ecg_adapt.adaptation.layout import family_key
+from ecg_adapt.models.registry import FAMILIES, get_family
 from ecg_adapt.processing import ECGProcessor
 
 # peft warns on every BOFT model built without its CUDA kernel (load_adapted builds one): expected here.
@@ -56,18 +58,13 @@ VARIANTS: dict[str, dict] = {
     "boft": {"method": "boft", "boft_block_size": 4},
 }
 
-# The pairs that must be refused, with words the reason must contain. Everything else must work.
-REFUSED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ecgfounder", "lora+pissa"): ("nn.Linear only", "conv1.conv", "nn.Conv1d"),
-    ("merl_resnet", "lora+pissa"): ("nn.Linear only", "nn.Conv1d"),
-    ("merl_resnet", "ia3"): ("no nn.Linear layer", "use lora, loha or lokr"),
-    ("merl_resnet", "vera"): ("no nn.Linear layer",),
-    ("merl_resnet", "oft"): ("no nn.Linear layer",),
-    ("merl_resnet", "boft"): ("no nn.Linear layer",),
-}
+# The pairs that must be refused, with words the reason must contain (declared per family, as test data, in
+# tests/family_cases/<model_type>.py). Everything else must work.
+REFUSED: dict[tuple[str, str], tuple[str, ...]] = peft_refusals()
 PAIRS = [(f, v) for f in TINY_CONFIGS for v in VARIANTS]
 SUPPORTED = [p for p in PAIRS if p not in REFUSED]
-FAMILY_LABEL = {"merl_resnet": "merl/resnet", "merl_vit": "merl/vit"}
+# The family key a refusal names ("merl/resnet", not the tiny config's name), from the layout rules.
+FAMILY_LABEL = {name: family_key(tiny_backbone(name)) for name in TINY_CONFIGS}
 LABELS = ["a", "b", "c"]
 
 
@@ -375,10 +372,12 @@ def test_support_matrix_on_the_tiny_families(backbone_dirs: dict[str, Path]) -> 
 
 def test_support_matrix_of_the_released_architectures_as_markdown() -> None:
     matrix = support_matrix()  # every released variant, weightless
-    assert set(matrix) == {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl/resnet", "merl/vit", "ecg_jepa"}
+    # Every discovered family's released architectures (per layout variant) get a row; the refusals are those
+    # declared for the tiny configs (the released architectures have the same layer kinds).
+    assert {key.split("/")[0] for key in matrix} == set(FAMILIES)  # every discovered family has its rows
+    assert set(matrix) <= set(FAMILY_LABEL.values())  # and every row's layout variant has a tiny config
     refused = {(f, c) for f, row in matrix.items() for c, v in row.items() if v != "ok"}
-    assert refused == {("ecgfounder", "lora+pissa"), ("merl/resnet", "lora+pissa"), ("merl/resnet", "ia3"),
-                       ("merl/resnet", "vera"), ("merl/resnet", "oft"), ("merl/resnet", "boft")}
+    assert refused == {(FAMILY_LABEL[f], c) for f, c in REFUSED if c in MATRIX_COLUMNS and FAMILY_LABEL[f] in matrix}
     text = support_matrix_markdown(matrix)
     lines = text.splitlines()
     assert lines[0] == "| family | " + " | ".join(MATRIX_COLUMNS) + " |"

@@ -68,6 +68,15 @@ class LoraCase:
     rtol: float
 
 
+def peft_refusals() -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(tiny config, method variant) -> words the refusal must contain``, from every module's ``PEFT_REFUSED``
+    (the variants are ``tests/test_adaptation_peft.py``'s ``VARIANTS``). A pair not listed must be supported."""
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        out.update(getattr(importlib.import_module(f"{__name__}.{info.name}"), "PEFT_REFUSED", {}))
+    return out
+
+
 def all_cases() -> tuple[list[GoldenCase], list[ReleasedNames], dict[str, LoraCase]]:
     """Every declared golden case, released-name list and tiny-config LoRA case, from every module here."""
     cases, names, lora = [], [], {}

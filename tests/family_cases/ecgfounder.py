@@ -14,3 +14,6 @@ CASES = [
 
 # Default LoRA on each tiny config: how many modules it wraps, and the merge tolerance (atol, rtol).
 LORA = {"ecgfounder": LoraCase(8, 1e-4, 1e-4)}  # conv1.conv, conv3.conv in 4 blocks
+
+# peft methods the tiny config must refuse (tests/test_adaptation_peft.py), with words the reason must contain.
+PEFT_REFUSED = {("ecgfounder", "lora+pissa"): ("nn.Linear only", "conv1.conv", "nn.Conv1d")}
