@@ -180,6 +180,7 @@ def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, A
     With ``hub.push_to_hub`` the finished run is pushed at the end (main process); the run is complete on
     disk before the push, so a failed push loses nothing and can be retried with ``ecg-adapt push``.
     """
+    recipe.validate()  # a recipe built in code, not through from_dict, is checked too: before anything starts
     if not recipe.model.model_name_or_path:
         raise RecipeError("model.model_name_or_path is required (a null backbone is filled in by ecg_adapt.demo.prepare, "
                           "which `ecg-adapt demo` and `ecg-adapt train` call: the demo's random-weight backbone)")
