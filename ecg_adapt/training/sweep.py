@@ -378,22 +378,15 @@ def read_results(root: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None) -> Path:
-    """Metric vs train fraction, one line per (backbone, method): the mean over seeds and a min-max band.
+def sweep_curves(root: str | Path, metric: str | None = None) -> tuple[str, dict[tuple[str, str], dict[float, list[float]]]]:
+    """The points of a label-efficiency plot: ``(metric, {(backbone, method): {train fraction: [value per seed]}})``.
 
-    Reads every finished cell's ``metrics.json`` listed in ``<root>/sweep_results.csv``; ``metric`` defaults to the
-    runs' primary metric. Needs matplotlib (extra ``plots``).
+    Reads every finished cell listed in ``<root>/sweep_results.csv`` (its ``metrics.json`` and ``recipe.yaml``);
+    ``metric`` defaults to the runs' primary metric.
 
     Raises:
-        ImportError: matplotlib is not installed.
-        ValueError: no finished cell has the metric.
+        ValueError: no finished cell reports the metric.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     root = Path(root)
     points: dict[tuple[str, str], dict[float, list[float]]] = {}
     for row in read_results(root):
@@ -403,7 +396,7 @@ def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None)
         metrics = json.loads(mfile.read_text())
         name = metric or _primary_metric(metrics)
         value = (metrics.get("test") or {}).get(name) if name else None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         metric = name
         recipe = yaml.safe_load((root / row["cell"] / "recipe.yaml").read_text()) or {}
@@ -411,17 +404,40 @@ def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None)
         method = str((recipe.get("adaptation") or {}).get("method"))
         fraction = float((recipe.get("data") or {}).get("train_fraction", 1.0))
         points.setdefault((backbone, method), {}).setdefault(fraction, []).append(float(value))
-    if not points:
+    if not points or metric is None:
         raise ValueError(f"no finished cell under {root} reports {metric or 'a primary metric'}")
+    return metric, points
+
+
+def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None) -> Path:
+    """Metric vs train fraction, one line per (backbone, method): the mean over seeds and a min-max band.
+
+    The points are :func:`sweep_curves`'s. Needs matplotlib (extra ``plots``), imported here only.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        ValueError: no finished cell reports the metric.
+    """
+    metric, points = sweep_curves(root, metric)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fractions: set[float] = set()
     for (backbone, method), by_fraction in sorted(points.items()):
         xs = np.array(sorted(by_fraction))
+        fractions.update(xs.tolist())
         values = [np.array(by_fraction[x]) for x in xs]
-        mean = np.array([v.mean() for v in values])
-        (line,) = ax.plot(xs, mean, marker="o", label=f"{backbone} / {method}")
+        (line,) = ax.plot(xs, [v.mean() for v in values], marker="o", label=f"{backbone} / {method}")
         ax.fill_between(xs, [v.min() for v in values], [v.max() for v in values], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    ax.set_xlabel("fraction of the training split")
+    ticks = sorted(fractions)
+    ax.set_xticks(ticks, [f"{100 * x:g}%" for x in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("training records used (fraction of the training split)")
     ax.set_ylabel(f"test {metric}")
     ax.set_title("label efficiency (mean over seeds, min-max band)")
     ax.grid(True, alpha=0.3)
@@ -550,5 +566,5 @@ def end_sweep() -> None:
 
 __all__ = [
     "Cell", "SweepError", "SweepResult", "SweepSpec", "cell_state", "check_recipe_key", "describe", "end_sweep", "plan",
-    "plot_sweep", "read_results", "result_row", "run_sweep", "write_results",
+    "plot_sweep", "read_results", "result_row", "run_sweep", "sweep_curves", "write_results",
 ]
