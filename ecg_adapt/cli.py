@@ -55,6 +55,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         result = run_sweep(spec)
     finally:
         end_sweep()
+    if not result.is_main_process:  # every launched process ran the cells; one reports
+        return 1 if result.failed else 0
     print(f"sweep {spec.output_root}: {len(result.trained)} trained, {len(result.skipped)} skipped (finished "
           f"earlier), {len(result.failed)} failed; results in {Path(spec.output_root) / 'sweep_results.md'}")
     for name, error in result.failed:

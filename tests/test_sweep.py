@@ -287,3 +287,46 @@ def test_plot_points_are_per_backbone_and_method_over_fractions_and_seeds(world:
         sweep_curves(tmp_path / "sweep", metric="accuracy")
     out = plot_sweep(tmp_path / "sweep", tmp_path / "again.png")
     assert out.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "sweep" / "sweep.png").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_sweep_under_accelerate_launch_runs_every_cell_on_both_processes(world: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"recipe": str(world["base"]), "output_root": str(tmp_path / "sweep"),
+                                    "grid": {"adaptation.method": ["linear_probe", "lora"]}}))
+    # MULTI_CPU needs ACCELERATE_USE_CPU with the multi-process launcher (see tests/test_training.py).
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "ecg_adapt.cli", "sweep", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for cell in ("method-linear_probe", "method-lora"):  # the second cell reused the launched process group
+        ranks = [json.loads((tmp_path / "sweep" / cell / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["test_primary_metric"] == ranks[1]["test_primary_metric"]
+    assert proc.stdout.count("2 trained, 0 skipped") == 1  # only the main process reports
+
+
+def test_the_example_sweep_resolves_to_36_ptbxl_cells() -> None:
+    from ecg_adapt.training.sweep import plan
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sweep_label_efficiency.yaml"
+    planned = plan(SweepSpec.from_yaml(path))
+    assert len(planned) == 2 * 2 * 3 * 3
+    recipes = [r for _, r in planned]
+    assert {r.adaptation.method for r in recipes} == {"linear_probe", "lora"}
+    assert sorted({r.data.train_fraction for r in recipes}) == [0.01, 0.1, 1.0]
+    assert {(r.data.source, r.task.name) for r in recipes} == {("ptbxl", "superdiagnostic")}
+    assert len({r.output.output_dir for r in recipes}) == 36

@@ -459,6 +459,8 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    is_main_process: bool = True
+    """Whether this process is the launch's main one (the one that wrote the tables and reports)."""
 
 
 def plan(spec: SweepSpec) -> list[tuple[Cell, Recipe]]:
@@ -502,13 +504,17 @@ def run_sweep(spec: SweepSpec, train_fn: Callable[..., dict[str, Any]] | None = 
     recorded (name, error) and the sweep goes on.
     """
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     if train_fn is None:
         from .trainer import train as train_fn
     planned = plan(spec)
-    state = PartialState()
+    # The launcher's processes, set up as the cells' Accelerator would: a bare PartialState() ignores
+    # ACCELERATE_USE_CPU (only AcceleratorState reads it), and multi-process CPU runs would each go solo.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    say = logger.info if state.is_main_process else logger.debug  # one progress line per cell, not one per rank
     root = Path(spec.output_root)
-    result = SweepResult()
+    result = SweepResult(is_main_process=state.is_main_process)
     rows: dict[str, dict[str, Any]] = {}
     for cell, recipe in planned:
         status, detail = cell_state(recipe)
@@ -519,20 +525,20 @@ def run_sweep(spec: SweepSpec, train_fn: Callable[..., dict[str, Any]] | None = 
         status, detail = cell_state(recipe)
         state.wait_for_everyone()  # every rank has read the folder before any rank writes to it
         if status == "done":
-            logger.info("[%d/%d] %s: finished earlier, skipped", i, len(planned), cell.name)
+            say("[%d/%d] %s: finished earlier, skipped", i, len(planned), cell.name)
             result.skipped.append(cell.name)
             continue
         try:
             if status == "stale":
                 raise SweepError(detail)
             if status == "resume":
-                logger.info("[%d/%d] %s: resuming from %s", i, len(planned), cell.name, detail)
+                say("[%d/%d] %s: resuming from %s", i, len(planned), cell.name, detail)
                 recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, resume_from_checkpoint="latest"))
             elif status == "restart":
-                logger.info("[%d/%d] %s: %s; starting it over", i, len(planned), cell.name, detail)
+                say("[%d/%d] %s: %s; starting it over", i, len(planned), cell.name, detail)
                 recipe = dataclasses.replace(recipe, output=dataclasses.replace(recipe.output, overwrite_output_dir=True))
             else:
-                logger.info("[%d/%d] %s: training", i, len(planned), cell.name)
+                say("[%d/%d] %s: training", i, len(planned), cell.name)
             _reset_accelerate_state()
             train_fn(recipe, keep_process_group=True)
         except Exception as e:  # noqa: BLE001 - a failing cell must not stop the sweep; it is reported
