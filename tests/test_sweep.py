@@ -330,3 +330,14 @@ def test_the_example_sweep_resolves_to_36_ptbxl_cells() -> None:
     assert sorted({r.data.train_fraction for r in recipes}) == [0.01, 0.1, 1.0]
     assert {(r.data.source, r.task.name) for r in recipes} == {("ptbxl", "superdiagnostic")}
     assert len({r.output.output_dir for r in recipes}) == 36
+
+
+def test_sweep_help_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ecg_adapt.cli import main\ntry:\n    main(['sweep', '--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\nassert 'torch' not in sys.modules, 'sweep --help imported torch'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--dry-run" in r.stdout and "accelerate launch -m ecg_adapt.cli sweep" in r.stdout

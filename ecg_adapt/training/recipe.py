@@ -397,7 +397,8 @@ def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # e.g. data.quality
     return "(required)"
 
 
