@@ -240,6 +240,11 @@ def test_a_typo_in_a_grid_key_is_an_error_before_anything_runs(world: dict[str, 
     assert main(["sweep", str(path)]) == 2
     assert "'data.train_fraction' must be in (0, 1], got 2.0" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+    with pytest.raises(SweepError, match="a sweep does not push"):
+        from ecg_adapt.training.sweep import plan
+
+        plan(SweepSpec.from_yaml(_sweep_file(world, tmp_path, overrides={"hub.push_to_hub": True,
+                                                                         "hub.hub_model_id": "me/x"})))
     # sub-keys of a mapping key are free
     SweepSpec.from_dict({"recipe": "x", "output_root": "y", "grid": {"data.source_options.sampling_rate": [100]}})
 
@@ -280,9 +285,10 @@ def test_plot_points_are_per_backbone_and_method_over_fractions_and_seeds(world:
 
     run_sweep(spec, train_fn=fake)
     metric, points = sweep_curves(tmp_path / "sweep")
-    assert metric == "macro_auprc" and set(points) == {("tiny_a", "linear_probe"), ("tiny_a", "lora")}
-    assert points[("tiny_a", "lora")][0.1] == pytest.approx([0.51, 0.52])  # both seeds, for the band
-    assert points[("tiny_a", "linear_probe")][1.0] == pytest.approx([0.4, 0.41])
+    assert metric == "macro_auprc" and set(points) == {("tiny_a", "linear_probe", "ptbxl/superdiagnostic"),
+                                                       ("tiny_a", "lora", "ptbxl/superdiagnostic")}
+    assert points[("tiny_a", "lora", "ptbxl/superdiagnostic")][0.1] == pytest.approx([0.51, 0.52])  # both seeds, for the band
+    assert points[("tiny_a", "linear_probe", "ptbxl/superdiagnostic")][1.0] == pytest.approx([0.4, 0.41])
     with pytest.raises(ValueError, match="reports accuracy"):
         sweep_curves(tmp_path / "sweep", metric="accuracy")
     out = plot_sweep(tmp_path / "sweep", tmp_path / "again.png")

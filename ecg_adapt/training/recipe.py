@@ -83,7 +83,7 @@ class DataArgs:
     train_fraction: float = 1.0
     """Label-efficiency runs: train on this fraction of the training split, in (0, 1] (validation and test are
     untouched). The subset is stratified by label, seeded by ``train_fraction_seed``, and nested: for one seed the
-    10% subset lies inside the 20% one (``ecg_adapt.tasks.subset``)."""
+    10% subset lies inside the 20% one (``ecg_adapt.tasks.subset``); taken after ``max_records_per_split``."""
     train_fraction_seed: int = 0
     """Seed of the ``train_fraction`` subset (independent of ``training.seed``, which drives initialisation and
     data order)."""

@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from ..utils import atomic_write, atomic_write_text, did_you_mean, flatten_dict
+from ..utils import atomic_write, atomic_write_text, did_you_mean
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.sweep")
@@ -182,7 +182,10 @@ class SweepSpec:
     def cell_recipe(self, cell: Cell) -> Recipe:
         """The resolved recipe of a cell: base recipe, fixed overrides, grid values, the cell's output folder."""
         items = [f"{k}={_yaml_value(v)}" for k, v in self.overrides.items()] + cell.overrides()
-        items.append(f"output.output_dir={_yaml_value(str(cell.output_dir))}")
+        # Where a cell goes and whether it resumes or starts over are the sweep's decisions (see cell_state), not
+        # the base recipe's.
+        items += [f"output.output_dir={_yaml_value(str(cell.output_dir))}", "training.resume_from_checkpoint=null",
+                  "output.overwrite_output_dir=false"]
         try:
             return Recipe.from_yaml(self.recipe_path(), items)
         except SweepError:
@@ -259,12 +262,11 @@ def check_recipe_key(key: str, what: str = "recipe key") -> None:
 
 # ---------------------------------------------------------------------------------------------- cell state
 def _recipe_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    from .checkpoints import RESUME_SAFE_KEYS, _SAFE_PREFIXES
+    """Keys that differ in what is trained (the keys a resume may change are ignored, as on resume)."""
+    from .checkpoints import changed_keys
 
-    a = flatten_dict(json.loads(json.dumps(recorded, default=str)))
-    b = flatten_dict(json.loads(json.dumps(wanted, default=str)))
-    return sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and k not in RESUME_SAFE_KEYS and not k.startswith(_SAFE_PREFIXES))
+    # JSON round trip: tuples become lists on both sides, as in the recorded file
+    return list(changed_keys(json.loads(json.dumps(recorded, default=str)), json.loads(json.dumps(wanted, default=str))))
 
 
 def cell_state(recipe: Recipe) -> tuple[str, str]:
@@ -378,8 +380,12 @@ def read_results(root: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def sweep_curves(root: str | Path, metric: str | None = None) -> tuple[str, dict[tuple[str, str], dict[float, list[float]]]]:
-    """The points of a label-efficiency plot: ``(metric, {(backbone, method): {train fraction: [value per seed]}})``.
+Curves = dict[tuple[str, str, str], dict[float, list[float]]]
+
+
+def sweep_curves(root: str | Path, metric: str | None = None) -> tuple[str, Curves]:
+    """The points of a label-efficiency plot: ``(metric, {(backbone, method, task): {train fraction: [value per
+    seed]}})``; the task is part of the key so that a grid over tasks never averages two tasks into one point.
 
     Reads every finished cell listed in ``<root>/sweep_results.csv`` (its ``metrics.json`` and ``recipe.yaml``);
     ``metric`` defaults to the runs' primary metric.
@@ -388,7 +394,7 @@ def sweep_curves(root: str | Path, metric: str | None = None) -> tuple[str, dict
         ValueError: no finished cell reports the metric.
     """
     root = Path(root)
-    points: dict[tuple[str, str], dict[float, list[float]]] = {}
+    points: Curves = {}
     for row in read_results(root):
         mfile = root / row["cell"] / "metrics.json"
         if row.get("status") != "done" or not mfile.is_file():
@@ -403,14 +409,16 @@ def sweep_curves(root: str | Path, metric: str | None = None) -> tuple[str, dict
         backbone = _short((recipe.get("model") or {}).get("model_name_or_path"))
         method = str((recipe.get("adaptation") or {}).get("method"))
         fraction = float((recipe.get("data") or {}).get("train_fraction", 1.0))
-        points.setdefault((backbone, method), {}).setdefault(fraction, []).append(float(value))
+        task = f"{(recipe.get('data') or {}).get('source', '')}/{(recipe.get('task') or {}).get('name', '')}"
+        points.setdefault((backbone, method, task), {}).setdefault(fraction, []).append(float(value))
     if not points or metric is None:
         raise ValueError(f"no finished cell under {root} reports {metric or 'a primary metric'}")
     return metric, points
 
 
 def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None) -> Path:
-    """Metric vs train fraction, one line per (backbone, method): the mean over seeds and a min-max band.
+    """Metric vs train fraction, one line per (backbone, method) (and task, when the sweep has several): the mean
+    over seeds and a min-max band.
 
     The points are :func:`sweep_curves`'s. Needs matplotlib (extra ``plots``), imported here only.
 
@@ -427,11 +435,12 @@ def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     fractions: set[float] = set()
-    for (backbone, method), by_fraction in sorted(points.items()):
+    several_tasks = len({task for _, _, task in points}) > 1
+    for (backbone, method, task), by_fraction in sorted(points.items()):
         xs = np.array(sorted(by_fraction))
         fractions.update(xs.tolist())
         values = [np.array(by_fraction[x]) for x in xs]
-        (line,) = ax.plot(xs, [v.mean() for v in values], marker="o", label=f"{backbone} / {method}")
+        (line,) = ax.plot(xs, [v.mean() for v in values], marker="o", label=f"{backbone} / {method}" + (f" / {task}" if several_tasks else ""))
         ax.fill_between(xs, [v.min() for v in values], [v.max() for v in values], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     ticks = sorted(fractions)
@@ -439,7 +448,7 @@ def plot_sweep(root: str | Path, out_png: str | Path, metric: str | None = None)
     ax.minorticks_off()
     ax.set_xlabel("training records used (fraction of the training split)")
     ax.set_ylabel(f"test {metric}")
-    ax.set_title("label efficiency (mean over seeds, min-max band)")
+    ax.set_title("label efficiency (mean over seeds, min-max band)" + ("" if several_tasks else f"\n{next(iter(points))[2]}"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -464,8 +473,18 @@ class SweepResult:
 
 
 def plan(spec: SweepSpec) -> list[tuple[Cell, Recipe]]:
-    """Every cell with its resolved recipe; any invalid cell fails here, before anything runs."""
-    return [(cell, spec.cell_recipe(cell)) for cell in spec.cells()]
+    """Every cell with its resolved recipe; any invalid cell fails here, before anything runs.
+
+    Raises:
+        SweepError: an invalid cell recipe, or one that would push to the Hub (every cell would push to the same
+            repo; push the cells you choose afterwards with ``ecg-adapt push``).
+    """
+    planned = [(cell, spec.cell_recipe(cell)) for cell in spec.cells()]
+    for cell, recipe in planned:
+        if recipe.hub.push_to_hub:
+            raise SweepError(f"{spec.source}: cell {cell.name} has hub.push_to_hub=true; a sweep does not push (every "
+                             "cell would go to the same repo): set it to false and push chosen cells with ecg-adapt push")
+    return planned
 
 
 def describe(spec: SweepSpec) -> str:
