@@ -40,6 +40,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .training.sweep import SweepSpec, describe, end_sweep, plot_sweep, run_sweep
+
+    spec = SweepSpec.from_yaml(args.sweep)
+    if args.dry_run:
+        print(describe(spec))
+        return 0
+    if args.plot_only:
+        print(f"wrote {plot_sweep(spec.output_root, Path(spec.output_root) / 'sweep.png', metric=args.metric)}")
+        return 0
+    logging.getLogger("ecg_adapt.sweep").setLevel(logging.INFO)  # one line per cell: trained, skipped, failed
+    try:
+        result = run_sweep(spec)
+    finally:
+        end_sweep()
+    if not result.is_main_process:  # every launched process ran the cells; one reports
+        return 1 if result.failed else 0
+    print(f"sweep {spec.output_root}: {len(result.trained)} trained, {len(result.skipped)} skipped (finished "
+          f"earlier), {len(result.failed)} failed; results in {Path(spec.output_root) / 'sweep_results.md'}")
+    for name, error in result.failed:
+        print(f"  failed {name}: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Train the demo recipe offline (embedded backbone, synthetic data), reload it and predict."""
     from . import demo
@@ -263,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="path to the recipe YAML, or a shipped recipe's name")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.set_defaults(func=_cmd_train)
+
+    w = sub.add_parser("sweep", help="run a grid of recipes (backbones x methods x train fractions x seeds), resumable",
+                       description=(
+        "Run every cell of a sweep file: a base recipe (file or shipped name), an output_root, a grid over dotted "
+        "recipe keys (e.g. adaptation.method: [lora, linear_probe], data.train_fraction: [0.1, 1.0]) and optional "
+        "fixed overrides. Each cell is an ordinary run in <output_root>/<cell>; finished cells are skipped, "
+        "interrupted ones resume from their latest checkpoint, a failing cell is reported and the sweep goes on "
+        "(exit status 1 at the end). Writes sweep_results.csv/.md after every cell and sweep.png at the end. "
+        "Multi-process: accelerate launch -m ecg_adapt.cli sweep SWEEP.yaml (ecg_adapt.training.sweep)."))
+    w.add_argument("sweep", help="the sweep YAML file")
+    w.add_argument("--dry-run", action="store_true", help="list the cells (and whether each is new, finished or "
+                                                           "resumable) without training")
+    w.add_argument("--plot-only", action="store_true", help="only redraw <output_root>/sweep.png from finished cells")
+    w.add_argument("--metric", default=None, help="metric of --plot-only (default: the runs' primary metric)")
+    w.set_defaults(func=_cmd_sweep)
 
     d = sub.add_parser("demo", help="train the demo recipe offline end to end, reload it and predict", description=(
         "Synthesises a small PTB-XL-layout dataset, fine-tunes a small HuBERT-ECG-shaped backbone (random weights) "

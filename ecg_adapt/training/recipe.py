@@ -80,6 +80,13 @@ class DataArgs:
     a flat lead or an all-zero signal (``max_flat_leads: null`` keeps them)."""
     max_records_per_split: int | None = None
     """Debug/smoke runs: keep at most this many records per split."""
+    train_fraction: float = 1.0
+    """Label-efficiency runs: train on this fraction of the training split, in (0, 1] (validation and test are
+    untouched). The subset is stratified by label, seeded by ``train_fraction_seed``, and nested: for one seed the
+    10% subset lies inside the 20% one (``ecg_adapt.tasks.subset``); taken after ``max_records_per_split``."""
+    train_fraction_seed: int = 0
+    """Seed of the ``train_fraction`` subset (independent of ``training.seed``, which drives initialisation and
+    data order)."""
 
 
 #: Keys that left the schema -> where they live now (an old recipe gets an error that says so).
@@ -237,6 +244,7 @@ class Recipe:
             ("model.layerdrop", m.layerdrop, 0.0 <= m.layerdrop < 1.0, "in [0, 1)"),
             ("data.max_records_per_split", d.max_records_per_split,
              d.max_records_per_split is None or d.max_records_per_split >= 1, ">= 1 (or null)"),
+            ("data.train_fraction", d.train_fraction, 0.0 < d.train_fraction <= 1.0, "in (0, 1]"),
         ]
         for key, value, ok, allowed in checks:
             if not ok:
@@ -416,7 +424,8 @@ def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # e.g. data.quality
     return "(required)"
 
 

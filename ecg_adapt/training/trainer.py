@@ -42,6 +42,7 @@ from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
+from ..tasks.subset import stratified_subset
 from ..tasks.task import ClassificationTask
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
@@ -171,7 +172,7 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, Any]:
+def train(recipe: Recipe, run_info: dict[str, str] | None = None, keep_process_group: bool = False) -> dict[str, Any]:
     """Run a recipe end to end and return the metrics written to ``metrics.json``.
 
     ``run_info``: facts about the run that the recipe does not show, from whoever prepared it (e.g. the demo's
@@ -179,6 +180,9 @@ def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, A
 
     With ``hub.push_to_hub`` the finished run is pushed at the end (main process); the run is complete on
     disk before the push, so a failed push loses nothing and can be retried with ``ecg-adapt push``.
+
+    ``keep_process_group``: leave the distributed process group up at the end (``ecg-adapt sweep`` runs its next
+    cell in the same launched processes); the caller destroys it.
     """
     recipe.validate()  # a recipe built in code, not through from_dict, is checked too: before anything starts
     if not recipe.model.model_name_or_path:
@@ -192,7 +196,7 @@ def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, A
         preflight_push(recipe.hub.hub_model_id, recipe.model.model_name_or_path, recipe.hub.base_model)
     handlers: list[logging.Handler] = []
     try:
-        metrics = _train(recipe, handlers, dict(run_info or {}))
+        metrics = _train(recipe, handlers, dict(run_info or {}), keep_process_group)
     finally:
         for h in handlers:
             logging.getLogger("ecg_adapt").removeHandler(h)
@@ -208,7 +212,8 @@ def train(recipe: Recipe, run_info: dict[str, str] | None = None) -> dict[str, A
     return metrics
 
 
-def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, str]) -> dict[str, Any]:
+def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, str],
+           keep_process_group: bool = False) -> dict[str, Any]:
     t_start = time.time()
     tr = recipe.training
     output_dir = Path(recipe.output.output_dir)
@@ -262,10 +267,15 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
     if recipe.data.max_records_per_split:
         split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
+    label_sets = source.label_sets(recipe.task.name)
+    if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
+        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
+                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
+        logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
+                    recipe.data.train_fraction_seed, len(split_ids["train"]))
     for s, ids in split_ids.items():
         if not ids:
             raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
-    label_sets = source.label_sets(recipe.task.name)
     all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
@@ -466,6 +476,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                  "source_problems": source_report.by_reason if source_report is not None else {},
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
     }
+    metrics["primary_metric"] = task.primary_metric  # what a sweep table or `compare` reports by default
+    metrics["data"]["train_subset"] = {"fraction": recipe.data.train_fraction, "seed": recipe.data.train_fraction_seed,
+                                       "records": len(split_ids["train"])}
     # Every rank records what it did, so a multi-process run can be checked to have trained on all ranks.
     rank_dir = output_dir / "ranks"
     if accelerator.is_main_process:
@@ -495,7 +508,11 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                     _nan(metrics["validation"][task.primary_metric]), output_dir / "model")
     # Ranks must meet before end_training(): it tears the process group down (see shared reference, section 4).
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    if keep_process_group:  # end_training() would destroy the process group the next sweep cell needs
+        for tracker in accelerator.trackers:
+            tracker.finish()
+    else:
+        accelerator.end_training()
     metrics["_is_main_process"] = accelerator.is_main_process
     return metrics
 
