@@ -167,7 +167,9 @@ def test_a_2x2x2_sweep_resumes_after_a_kill_and_skips_finished_cells(world: dict
         assert float(r["test"]) == pytest.approx(m["test"]["macro_auroc"])
         assert m["data"]["train_subset"] == {"fraction": float(r["data.train_fraction"]), "seed": 0,
                                              "records": 10 if r["data.train_fraction"] == "0.5" else 20}
-        assert r["ci_low"] == r["ci_high"] == ""  # no interval invented when the run recorded none
+        ci = m["test"]["ci"]["macro_auroc"]  # the run's own interval, copied, not recomputed
+        assert float(r["ci_low"]) == pytest.approx(ci["low"], abs=1e-4)
+        assert float(r["ci_high"]) == pytest.approx(ci["high"], abs=1e-4)
     md = (root / "sweep_results.md").read_text()
     assert md.count("\n| model-") == 8
     png = root / "sweep.png"

@@ -308,19 +308,10 @@ def _primary_metric(metrics: dict[str, Any]) -> str | None:
 
 
 def _interval(metrics: dict[str, Any], metric: str) -> tuple[float | None, float | None]:
-    """The test metric's interval if the run recorded one (``test.ci.<metric>`` with ``low``/``high`` or
-    ``[low, high]``, or ``test_ci.<metric>``); never computed here."""
-    test = metrics.get("test") or {}
-    for holder in (test.get("ci"), test.get("intervals"), metrics.get("test_ci")):
-        entry = holder.get(metric) if isinstance(holder, dict) else None
-        if isinstance(entry, dict) and "low" in entry and "high" in entry:
-            return entry["low"], entry["high"]
-        if isinstance(entry, (list, tuple)) and len(entry) == 2:
-            return entry[0], entry[1]
-    entry = test.get(f"{metric}_ci")
-    if isinstance(entry, (list, tuple)) and len(entry) == 2:
-        return entry[0], entry[1]
-    return None, None
+    """The test metric's bootstrap interval as the run recorded it (``test.ci.<metric>``: ``low``/``high``, written
+    by the trainer); never computed here. ``(None, None)`` for a run without intervals (``bootstrap_resamples: 0``)."""
+    entry = ((metrics.get("test") or {}).get("ci") or {}).get(metric)
+    return (entry["low"], entry["high"]) if isinstance(entry, dict) else (None, None)
 
 
 def _fmt(value: Any) -> str:
