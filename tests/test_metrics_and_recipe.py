@@ -89,3 +89,41 @@ def test_command_line_overrides(tmp_path: Path) -> None:
 def test_shipped_recipes_parse() -> None:
     for path in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")):
         Recipe.from_yaml(path)
+
+
+def test_vectorised_metrics_equal_scikit_learn_ties_and_missing_classes_included() -> None:
+    # multilabel_metrics / single_label_metrics compute AUROC, AUPRC, F1, kappa and balanced accuracy themselves
+    # (bootstrapped 1,000 times per run); they must give scikit-learn's numbers.
+    import warnings
+
+    from sklearn.metrics import (average_precision_score, balanced_accuracy_score, cohen_kappa_score, f1_score,
+                                 roc_auc_score)
+
+    from ecg_adapt.tasks.metrics import multilabel_metrics, single_label_metrics
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c", "d"]
+    for _ in range(100):
+        n = int(rng.integers(3, 60))
+        y = (rng.random((n, 4)) < rng.random()).astype(int)
+        s = np.round(rng.random((n, 4)), int(rng.integers(1, 3)))  # coarse scores: many ties
+        m = multilabel_metrics(y, s, labels)
+        ok = [c for c in range(4) if 0 < y[:, c].sum() < n]
+        for c in range(4):
+            expected = roc_auc_score(y[:, c], s[:, c]) if c in ok else None
+            assert m["per_class_auroc"][labels[c]] == (None if expected is None else pytest.approx(expected, abs=1e-12))
+        if ok:
+            assert m["macro_auroc"] == pytest.approx(roc_auc_score(y[:, ok], s[:, ok], average="macro"), abs=1e-12)
+            assert m["macro_auprc"] == pytest.approx(average_precision_score(y[:, ok], s[:, ok], average="macro"), abs=1e-12)
+        yc = rng.integers(0, int(rng.integers(1, 5)), n)
+        single = single_label_metrics(yc, s, labels)
+        pred = s.argmax(axis=1)
+        every = list(range(4))
+        assert single["macro_f1"] == pytest.approx(f1_score(yc, pred, average="macro", labels=every, zero_division=0),
+                                                   abs=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if single["kappa"] is not None:
+                assert single["kappa"] == pytest.approx(cohen_kappa_score(yc, pred, labels=every), abs=1e-12)
+            if single["balanced_accuracy"] is not None:
+                assert single["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(yc, pred), abs=1e-12)

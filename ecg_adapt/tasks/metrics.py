@@ -10,13 +10,53 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 
 def _defined(y_true: np.ndarray) -> np.ndarray:
     """Classes whose ground truth has both positives and negatives (AUROC is undefined otherwise)."""
     pos = y_true.sum(axis=0)
     return (pos > 0) & (pos < y_true.shape[0])
+
+
+def roc_auc_per_class(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """ROC AUC of every column at once: the Mann-Whitney statistic on mid-ranks, which equals scikit-learn's
+    ``roc_auc_score`` (ties count one half) to rounding. NaN for a column without both outcomes.
+
+    Written here rather than calling ``roc_auc_score`` per column because test metrics are bootstrapped 1,000
+    times per run and sklearn's per-call input validation dominated that (12 ms per resample for 5 classes);
+    ``tests/test_metrics_and_recipe.py`` checks the values against sklearn, ties included.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y_true).astype(bool)
+    ranks = rankdata(np.asarray(y_score, dtype=np.float64), axis=0)
+    n_pos = y.sum(axis=0).astype(np.float64)
+    n_neg = y.shape[0] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * y).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return auc
+
+
+def average_precision_per_class(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Average precision of every column, as scikit-learn's ``average_precision_score`` (the step-wise sum
+    of precision times recall increments over distinct score thresholds, no interpolation). NaN for a column
+    without positives. Written here for the same reason as :func:`roc_auc_per_class`."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(y_score, dtype=np.float64)
+    out = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        pos = y[:, c].sum()
+        if pos == 0:
+            continue
+        order = np.argsort(-s[:, c], kind="mergesort")
+        sc, yc = s[order, c], y[order, c]
+        last = np.r_[np.flatnonzero(np.diff(sc)), len(sc) - 1]  # the last index of each distinct score
+        tp = np.cumsum(yc)[last]
+        precision = tp / (last + 1)
+        recall = tp / pos
+        out[c] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return out
 
 
 def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
@@ -66,9 +106,8 @@ def multilabel_metrics(
     if not np.isfinite(y_score).all():
         raise ValueError("y_score contains NaN or infinite values")
     ok = _defined(y_true)
-    per_auroc: dict[str, float | None] = {}
-    for c, name in enumerate(labels):
-        per_auroc[name] = float(roc_auc_score(y_true[:, c], y_score[:, c])) if ok[c] else None
+    auroc = roc_auc_per_class(y_true, y_score)
+    per_auroc: dict[str, float | None] = {name: float(auroc[c]) if ok[c] else None for c, name in enumerate(labels)}
     thr = np.full(len(labels), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     pred = y_score >= thr[None, :]
     truth = y_true.astype(bool)
@@ -77,8 +116,9 @@ def multilabel_metrics(
     per_f1 = 2 * tp / np.maximum(2 * tp + (pred & ~truth).sum(axis=0) + (~pred & truth).sum(axis=0), 1)
     result: dict[str, object] = {
         "n_samples": int(y_true.shape[0]),
-        "macro_auroc": float(roc_auc_score(y_true[:, ok], y_score[:, ok], average="macro")) if ok.any() else None,
-        "macro_auprc": float(average_precision_score(y_true[:, ok], y_score[:, ok], average="macro")) if ok.any() else None,
+        # sklearn's macro averages are the plain means of the per-class values over the defined classes.
+        "macro_auroc": float(np.mean(auroc[ok])) if ok.any() else None,
+        "macro_auprc": float(np.mean(average_precision_per_class(y_true[:, ok], y_score[:, ok]))) if ok.any() else None,
         "per_class_auroc": per_auroc,
         "macro_f1": float(np.mean(per_f1)),
         "per_class_f1": {name: float(v) for name, v in zip(labels, per_f1)},
@@ -101,14 +141,24 @@ def single_label_metrics(
     onehot = np.eye(len(labels), dtype=int)[y_true]
     result = multilabel_metrics(onehot, y_score, labels)
     pred = y_score.argmax(axis=1)
-    result["accuracy"] = float((pred == y_true).mean())
-    result["macro_f1"] = float(f1_score(y_true, pred, average="macro", labels=list(range(len(labels))), zero_division=0))
+    # Everything below derives from the confusion matrix, with scikit-learn's definitions (f1_score with
+    # zero_division=0 over every label, cohen_kappa_score, balanced_accuracy_score over the classes present);
+    # computed here in one bincount because bootstrapped test metrics call this 1,000 times per run (sklearn's
+    # four calls cost ~6 ms each time). tests/test_metrics_and_recipe.py checks the values against sklearn.
+    k = len(labels)
+    cm = np.bincount(y_true * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    per_f1 = 2 * tp / np.maximum(2 * tp + (predicted - tp) + (support - tp), 1)
+    n = float(len(y_true))
+    result["accuracy"] = float(tp.sum() / n)
+    result["macro_f1"] = float(per_f1.mean())
     # kappa is undefined (sklearn warns and returns nan) when both raters use a single class
     agree_trivially = len(np.unique(np.concatenate([y_true, pred]))) < 2
-    result["kappa"] = None if agree_trivially else float(cohen_kappa_score(y_true, pred, labels=list(range(len(labels)))))
-    result["balanced_accuracy"] = float(balanced_accuracy_score(y_true, pred)) if len(np.unique(y_true)) > 1 else None
-    result["per_class_f1"] = {
-        n: float(v) for n, v in zip(labels, f1_score(y_true, pred, average=None, labels=list(range(len(labels))), zero_division=0))
-    }
+    expected = float((support * predicted).sum() / n**2)
+    result["kappa"] = None if agree_trivially else float((tp.sum() / n - expected) / (1 - expected))
+    present = support > 0
+    result["balanced_accuracy"] = float(np.mean(tp[present] / support[present])) if present.sum() > 1 else None
+    result["per_class_f1"] = {name: float(v) for name, v in zip(labels, per_f1)}
     result.pop("thresholds", None)
     return result
