@@ -119,7 +119,7 @@ def flatten_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, Sequence[str]]
+    package: str, exports: Mapping[str, Sequence[str]], on_load: Callable[[str], object] | None = None
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """A package's module-level ``__getattr__``, ``__dir__`` (PEP 562) and ``__all__`` for ``exports``
     (submodule -> the public names it defines), each name imported from its submodule on first access, as
@@ -127,6 +127,9 @@ def lazy_exports(
 
     Written here rather than taken from transformers: importing ``transformers.utils`` (where ``_LazyModule``
     lives) takes about 2 s here, which is what a lazy package face is meant to avoid.
+
+    ``on_load(name)`` runs after each first access (a backbone family registers itself with the transformers Auto
+    classes there, as importing its package eagerly used to).
 
     Usage, at the end of a package's ``__init__``::
 
@@ -141,6 +144,8 @@ def lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{package}.{submodule}"), name)
         setattr(module, name, value)  # later accesses skip __getattr__
+        if on_load is not None:
+            on_load(name)
         return value
 
     def __dir__() -> list[str]:

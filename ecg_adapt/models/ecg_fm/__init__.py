@@ -6,26 +6,21 @@ the configuration, model, converter and processor classes on first access (impor
 and registering the family with the transformers Auto classes).
 """
 
-from .._lazy import lazy_exports
+from ...utils import lazy_exports
 from .family import ECG_FM_CONTRACT, FAMILY, LORA_TARGET_MODULES, RELEASED_ARCHITECTURE, RELEASED_VARIANTS
 
-_LAZY: dict[str, str] = {
-    "ECGFMConfig": ".configuration",
-    "default_processor_steps": ".configuration",
-    "ECGFMConversionReport": ".convert",
-    "ECGFMOriginalClassifier": ".convert",
-    "config_from_checkpoint": ".convert",
-    "convert_ecg_fm": ".convert",
-    "load_original": ".convert",
-    "load_original_classifier": ".convert",
-    "read_fairseq_checkpoint": ".convert",
-    "ECGFMModel": ".modeling",
-    "ECGFMPreTrainedModel": ".modeling",
-    "EndpointLinearResample": ".processing",
-    "NonOverlappingSegments": ".processing",
-    "RecordLeadZScore": ".processing",
+# Submodule -> the names it defines, imported on first access; the first access also registers the family with
+# the transformers Auto classes (resolving FAMILY.config_class does that).
+_EXPORTS: dict[str, list[str]] = {
+    "configuration": ["ECGFMConfig", "default_processor_steps"],
+    "convert": [
+        "ECGFMConversionReport", "ECGFMOriginalClassifier", "config_from_checkpoint", "convert_ecg_fm",
+        "load_original", "load_original_classifier", "read_fairseq_checkpoint"
+    ],
+    "modeling": ["ECGFMModel", "ECGFMPreTrainedModel"],
+    "processing": ["EndpointLinearResample", "NonOverlappingSegments", "RecordLeadZScore"],
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
+__getattr__, __dir__, _ = lazy_exports(__name__, _EXPORTS, on_load=lambda name: FAMILY.config_class)
 
 __all__ = [
     "ECGFMConfig",

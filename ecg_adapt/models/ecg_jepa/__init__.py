@@ -5,22 +5,18 @@ the configuration, model, converter and processor classes on first access (impor
 and registering the family with the transformers Auto classes).
 """
 
-from .._lazy import lazy_exports
+from ...utils import lazy_exports
 from .family import ECG_JEPA_CONTRACT, FAMILY, LORA_TARGET_MODULES, PRETRAINING_LEADS, RELEASED_SIZES, RELEASED_VARIANTS
 
-_LAZY: dict[str, str] = {
-    "PIPELINES": ".configuration",
-    "ECGJEPAConfig": ".configuration",
-    "default_processor_steps": ".configuration",
-    "convert_ecg_jepa": ".convert",
-    "load_original": ".convert",
-    "ECGJEPAModel": ".modeling",
-    "ECGJEPAPreTrainedModel": ".modeling",
-    "lead_wise_attention_mask": ".modeling",
-    "sincos_2d_lead_patch": ".modeling",
-    "SOSButterworth": ".processing",
+# Submodule -> the names it defines, imported on first access; the first access also registers the family with
+# the transformers Auto classes (resolving FAMILY.config_class does that).
+_EXPORTS: dict[str, list[str]] = {
+    "configuration": ["PIPELINES", "ECGJEPAConfig", "default_processor_steps"],
+    "convert": ["convert_ecg_jepa", "load_original"],
+    "modeling": ["ECGJEPAModel", "ECGJEPAPreTrainedModel", "lead_wise_attention_mask", "sincos_2d_lead_patch"],
+    "processing": ["SOSButterworth"],
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
+__getattr__, __dir__, _ = lazy_exports(__name__, _EXPORTS, on_load=lambda name: FAMILY.config_class)
 
 __all__ = [
     "ECGJEPAConfig",

@@ -5,24 +5,18 @@ the configuration, model, converter and processor classes on first access (impor
 and registering the family with the transformers Auto classes).
 """
 
-from .._lazy import lazy_exports
+from ...utils import lazy_exports
 from .family import ECGFOUNDER_1LEAD_CONTRACT, ECGFOUNDER_CONTRACT, FAMILY, LORA_TARGET_MODULES, RELEASED_ARCHITECTURE, RELEASED_VARIANTS, contract_for_in_channels
 
-_LAZY: dict[str, str] = {
-    "ECGFounderConfig": ".configuration",
-    "default_processor_steps": ".configuration",
-    "convert_ecgfounder": ".convert",
-    "infer_config_kwargs": ".convert",
-    "load_original": ".convert",
-    "read_checkpoint": ".convert",
-    "ECGFounderModel": ".modeling",
-    "ECGFounderModelOutput": ".modeling",
-    "ECGFounderPreTrainedModel": ".modeling",
-    "ButterworthBA": ".processing",
-    "MedianBaseline": ".processing",
-    "NotchIIR": ".processing",
+# Submodule -> the names it defines, imported on first access; the first access also registers the family with
+# the transformers Auto classes (resolving FAMILY.config_class does that).
+_EXPORTS: dict[str, list[str]] = {
+    "configuration": ["ECGFounderConfig", "default_processor_steps"],
+    "convert": ["convert_ecgfounder", "infer_config_kwargs", "load_original", "read_checkpoint"],
+    "modeling": ["ECGFounderModel", "ECGFounderModelOutput", "ECGFounderPreTrainedModel"],
+    "processing": ["ButterworthBA", "MedianBaseline", "NotchIIR"],
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
+__getattr__, __dir__, _ = lazy_exports(__name__, _EXPORTS, on_load=lambda name: FAMILY.config_class)
 
 __all__ = [
     "ButterworthBA",

@@ -8,18 +8,17 @@ the configuration, model, converter and processor classes on first access (impor
 and registering the family with the transformers Auto classes).
 """
 
-from .._lazy import lazy_exports
+from ...utils import lazy_exports
 from .family import FAMILY, MERL_CONTRACT, MERL_LEADS, RELEASED_CONFIGS, RELEASED_VARIANTS
 
-_LAZY: dict[str, str] = {
-    "MERLConfig": ".configuration",
-    "default_processor_steps": ".configuration",
-    "convert_merl": ".convert",
-    "load_original": ".convert",
-    "read_checkpoint": ".convert",
-    "MERLModel": ".modeling",
+# Submodule -> the names it defines, imported on first access; the first access also registers the family with
+# the transformers Auto classes (resolving FAMILY.config_class does that).
+_EXPORTS: dict[str, list[str]] = {
+    "configuration": ["MERLConfig", "default_processor_steps"],
+    "convert": ["convert_merl", "load_original", "read_checkpoint"],
+    "modeling": ["MERLModel"],
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
+__getattr__, __dir__, _ = lazy_exports(__name__, _EXPORTS, on_load=lambda name: FAMILY.config_class)
 
 __all__ = [
     "FAMILY",

@@ -5,21 +5,18 @@ the configuration, model, converter and processor classes on first access (impor
 and registering the family with the transformers Auto classes).
 """
 
-from .._lazy import lazy_exports
+from ...utils import lazy_exports
 from .family import FAMILY, RELEASED_SIZES, RELEASED_VARIANTS, ST_MEM_CONTRACT
 
-_LAZY: dict[str, str] = {
-    "STMEMConfig": ".configuration",
-    "default_processor_steps": ".configuration",
-    "convert_st_mem": ".convert",
-    "load_original": ".convert",
-    "STMEMModel": ".modeling",
-    "STMEMPreTrainedModel": ".modeling",
-    "STMEMCast": ".processing",
-    "STMEMNCrop": ".processing",
-    "STMEMStandardize": ".processing",
+# Submodule -> the names it defines, imported on first access; the first access also registers the family with
+# the transformers Auto classes (resolving FAMILY.config_class does that).
+_EXPORTS: dict[str, list[str]] = {
+    "configuration": ["STMEMConfig", "default_processor_steps"],
+    "convert": ["convert_st_mem", "load_original"],
+    "modeling": ["STMEMModel", "STMEMPreTrainedModel"],
+    "processing": ["STMEMCast", "STMEMNCrop", "STMEMStandardize"],
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, FAMILY)
+__getattr__, __dir__, _ = lazy_exports(__name__, _EXPORTS, on_load=lambda name: FAMILY.config_class)
 
 __all__ = [
     "FAMILY",
