@@ -11,13 +11,14 @@ import logging
 import os
 import pickle
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from ..utils import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -112,25 +113,9 @@ def save_converted(model: nn.Module, dst: str | os.PathLike, processor_steps: li
     an interrupted conversion never leaves a half-written model (an existing ``dst`` is replaced)."""
     from ..processing.processor import ECGProcessor
 
-    dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp-convert")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_folder(dst, suffix=".tmp-convert") as tmp:
         model.save_pretrained(tmp)
         ECGProcessor(model.config.signal_contract, processor_steps).save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.exists():
-        old = dst.with_name(dst.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dst)
     return dst
 
 
