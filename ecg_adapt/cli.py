@@ -34,9 +34,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if note != "synthetic":
                 print(f"ecg-adapt: {note}", file=sys.stderr)
     metrics = train(recipe, run_info=run_info)
-    m = metrics["test"]
-    primary = next((k for k in ("macro_auroc", "challenge_score", "macro_f1", "kappa", "accuracy") if k in m), None)
-    print(f"test {primary}: {m.get(primary)}" if primary else f"test metrics: {m}")
+    from .tasks.bootstrap import describe_test_metric
+
+    primary = metrics.get("primary_metric") or "macro_auroc"
+    print(f"test {primary}: {describe_test_metric(metrics['test'], primary)}")
+    selection = metrics.get("selection") or {}
+    print(f"model: {'step ' + str(selection.get('best_step')) + ' (best validation)' if selection.get('selected') == 'best' else selection.get('reason', 'last step')}")
     return 0
 
 

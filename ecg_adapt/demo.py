@@ -176,9 +176,9 @@ def run(recipe: Recipe, predict_dir: str | None = None) -> dict[str, Any]:
         _print_predictions(predictor.predict(real, progress=False))
         for e in bad:
             print(f"  skipped {e}")
-    primary = metrics["test"].get("macro_auroc")
-    shown = f"{primary:.4f}" if isinstance(primary, float) else str(primary)
-    print(f"\nTest macro AUROC: {shown}   (total {time.time() - t0:.0f} s)")
+    from .tasks.bootstrap import describe_test_metric
+
+    print(f"\nTest macro AUROC: {describe_test_metric(metrics['test'], 'macro_auroc')}   (total {time.time() - t0:.0f} s)")
     return metrics
 
 

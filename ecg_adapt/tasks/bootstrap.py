@@ -215,7 +215,7 @@ def support_warnings(y_true: np.ndarray, labels: Sequence[str], min_support: int
     ``y_true`` is a ``(rows, classes)`` indicator matrix or a vector of class indices.
 
     Example:
-        >>> support_warnings(np.array([[1, 0]] * 3 + [[0, 1]] * 30), ["AF", "NORM"])
+        >>> support_warnings(np.array([[1, 1]] * 3 + [[0, 1]] * 15 + [[0, 0]] * 15), ["AF", "NORM"])
         ['AF: 3 positives in the test set (fewer than 10): its interval is too wide to support a claim']
     """
     y = np.asarray(y_true)
@@ -279,3 +279,22 @@ def metric_intervals(
     return bootstrap_intervals(
         lambda idx: _scalar_metrics(metrics_fn(y_true[idx], y_score[idx])), y_true.shape[0], groups, n_resamples, level, seed
     )
+
+
+def describe_test_metric(test: Mapping[str, object], name: str) -> str:
+    """``"0.9734 (95% CI 0.9512-0.9880, 100 records)"`` for one metric of a run's ``metrics.json`` ``test`` section,
+    or the bare value with "(no interval computed)" when the run recorded none.
+
+    Example:
+        >>> describe_test_metric({"macro_auroc": 0.9, "ci": {"macro_auroc": {"low": 0.8, "high": 0.95}},
+        ...                       "ci_info": {"level": 0.95, "n_records": 100}}, "macro_auroc")
+        '0.9000 (95% CI 0.8000-0.9500, 100 records)'
+    """
+    value = test.get(name)
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    ci = (test.get("ci") or {}).get(name)  # type: ignore[union-attr]
+    info = test.get("ci_info") or {}
+    if not ci:
+        return f"{shown} (no interval computed)"
+    return (f"{shown} ({round(100 * info.get('level', DEFAULT_LEVEL))}% CI {ci['low']:.4f}-{ci['high']:.4f}, "  # type: ignore[union-attr]
+            f"{info.get('n_records', '?')} records)")  # type: ignore[union-attr]
