@@ -88,3 +88,25 @@ def test_mismatched_best_checkpoint_is_refused(tmp_path):
     save_best(_model(0), tmp_path, t)
     with pytest.raises(ValueError, match="does not match"):
         load_best(torch.nn.Sequential(torch.nn.Linear(4, 3)), tmp_path)
+
+
+def test_a_save_killed_midway_leaves_the_previous_best_and_its_debris_is_cleared(tmp_path, monkeypatch):
+    import ecg_adapt.training.selection as selection
+
+    model = _model(0)
+    t = BestTracker("macro_auroc")
+    t.update(0.7, 1, 0)
+    save_best(model, tmp_path, t)
+    t.update(0.8, 2, 1)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies while writing the new weights
+
+    monkeypatch.setattr(selection, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_best(model, tmp_path, t)
+    assert read_best(tmp_path).best_step == 1  # the previous best is intact
+    (tmp_path / ".best.leftover").mkdir()  # what a hard kill (no exception handler) would leave
+    monkeypatch.undo()
+    save_best(model, tmp_path, t)
+    assert sorted(os.listdir(tmp_path)) == [BEST_DIR] and read_best(tmp_path).best_step == 2

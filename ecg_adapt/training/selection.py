@@ -104,6 +104,8 @@ def save_best(model: torch.nn.Module, output_dir: str | os.PathLike, tracker: Be
     """Write the selected weights and ``selection.json`` to ``output_dir/best`` atomically (marker last)."""
     output_dir = Path(output_dir)
     final = output_dir / BEST_DIR
+    for stale in output_dir.glob(".best.*"):  # left by a save killed midway (only the main process saves)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=".best."))
     try:
         save_file(selection_state(model), str(tmp / _WEIGHTS))
