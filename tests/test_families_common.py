@@ -329,3 +329,20 @@ def test_folders_with_auto_map_load_in_plain_transformers_with_trust_remote_code
     out = subprocess.run([sys.executable, "-c", script, *(str(tmp_path / n) for n in TINY)], capture_output=True,
                          text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]  # after transformers' prompts
+
+
+def test_first_use_of_a_family_does_not_move_the_seeded_random_state() -> None:
+    # Registration (on first use of a family's classes) builds tiny models to check the family's facts; a user
+    # who seeds and then builds a model must get the same weights whether or not the family was used before.
+    code = (
+        "import torch\n"
+        "from ecg_adapt.models.registry import get_family\n"
+        "family = get_family('merl')\n"
+        "torch.manual_seed(0)\n"
+        "family.model_class  # first use: registers the family with transformers and checks its tiny models\n"
+        "after_registration = torch.rand(4)\n"
+        "torch.manual_seed(0)\n"
+        "assert torch.equal(after_registration, torch.rand(4)), 'registration consumed the global RNG'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -59,9 +59,20 @@ def check_family(family: BackboneFamily) -> None:
     outputs, CNN blocks give their channels, the post-block modules exist, and the default targets of each
     method match modules.
 
+    The tiny models are built under a forked random state: registration happens on the first use of a family's
+    classes, and must not move the caller's seeded RNG (``torch.manual_seed(0)`` then building a model would
+    otherwise give other weights depending on whether the family had been used before).
+
     Raises:
         ValueError: naming the family, the tiny config and what does not hold.
     """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        _check_tiny_models(family)
+
+
+def _check_tiny_models(family: BackboneFamily) -> None:
     for name, kwargs in family.tiny_configs.items():
         where = f"the tiny {name!r} model of family {family.model_type!r}"
         try:
