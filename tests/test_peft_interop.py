@@ -154,3 +154,15 @@ def test_saved_adaptation_config_uses_peft_names_and_round_trips(backbone_dirs: 
         AdaptationConfig.from_dict({"method": "lora", "alpha": 4, "dropout": 0.2})
     with pytest.raises(ValueError, match="alpha.*lora_alpha|lora_alpha.*alpha"):
         AdaptationConfig.from_dict({"method": "lora", "alpha": 4, "lora_alpha": 8})
+
+
+
+def test_recipes_keep_the_short_names_and_adapt_accepts_peft_names(backbone_dirs: dict[str, Path]) -> None:
+    from ecg_adapt.training.recipe import Recipe
+
+    recipe = Recipe.from_dict({"adaptation": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.2}})
+    assert (recipe.adaptation.r, recipe.adaptation.alpha, recipe.adaptation.dropout) == (4, 8, 0.2)
+    clf = ECGClassifier.from_backbone(load_backbone(backbone_dirs["st_mem"]), ["a", "b"])
+    model = adapt(clf, AdaptationConfig(method="lora", r=4), lora_alpha=32, lora_dropout=0.0)
+    assert (model.adaptation_config.r, model.adaptation_config.alpha, model.adaptation_config.dropout) == (4, 32, 0.0)
+    assert model.peft_config["default"].lora_alpha == 32

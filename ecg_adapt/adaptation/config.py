@@ -70,11 +70,12 @@ class UnsupportedAdaptationError(ValueError):
 class AdaptationConfig:
     """How to adapt a backbone. Field names follow peft where the concept exists there.
 
-    Names: in code and in recipes (the ``adaptation:`` section, ``ecg-adapt train --help``) the fields are the
-    short ones below (``r``, ``alpha``, ``dropout``), shared by every method. The saved ``adaptation_config.json``
-    (:meth:`to_dict`) writes ``alpha`` and ``dropout`` under peft's LoRA names ``lora_alpha`` and ``lora_dropout``
-    (``r`` and ``target_modules`` are peft's names already); :meth:`from_dict` and ``adapt(..., **kwargs)`` accept
-    both spellings (and ``lora_r``, ``lora_target_modules``), but not both for one field.
+    Names: the fields are the short ones below (``r``, ``alpha``, ``dropout``), shared by every method; recipes
+    (the ``adaptation:`` section, listed by ``ecg-adapt train --help``) use exactly these. The saved
+    ``adaptation_config.json`` (:meth:`to_dict`) writes ``alpha`` and ``dropout`` under peft's LoRA names
+    ``lora_alpha`` and ``lora_dropout`` (``r`` and ``target_modules`` are peft's names already);
+    :meth:`from_dict` and ``adapt(..., **kwargs)`` accept both spellings (and ``lora_r``,
+    ``lora_target_modules``), but not both for one field.
 
     Attributes:
         method: one of :data:`METHODS` (``ecg-adapt methods`` prints the table of methods and families).
