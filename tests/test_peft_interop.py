@@ -166,3 +166,12 @@ def test_recipes_keep_the_short_names_and_adapt_accepts_peft_names(backbone_dirs
     model = adapt(clf, AdaptationConfig(method="lora", r=4), lora_alpha=32, lora_dropout=0.0)
     assert (model.adaptation_config.r, model.adaptation_config.alpha, model.adaptation_config.dropout) == (4, 32, 0.0)
     assert model.peft_config["default"].lora_alpha == 32
+
+
+def test_load_adapted_for_training_trains_the_same_parameters_as_adapt(backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    model, _ = _trained_run("hubert_ecg", "loha", backbone_dirs["hubert_ecg"], run)
+    reloaded = load_adapted(run, is_trainable=True)
+    trainable = {n for n, p in reloaded.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".classifier.modules_to_save." in n for n in trainable)

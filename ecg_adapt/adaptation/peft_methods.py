@@ -6,7 +6,8 @@ trained next to the adapter through peft's ``modules_to_save=["classifier"]``.
 Saved layout (:func:`save_backbone_adapter`, called by :func:`~ecg_adapt.adaptation.save_adapted`): the folder is a
 plain peft adapter *of the backbone*, so any peft user loads it without ecg_adapt's classifier::
 
-    backbone = AutoModel.from_pretrained(backbone_id)           # ecg_adapt imported: registers the families
+    register_all_with_transformers()                            # ecg_adapt.models.registry: the families
+    backbone = AutoModel.from_pretrained(backbone_id)
     model = PeftModel.from_pretrained(backbone, folder)          # the adapted backbone, exactly
 
 * ``adapter_model.safetensors``: the adapter tensors keyed as on the bare backbone (``base_model.model.<module
