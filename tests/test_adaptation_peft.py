@@ -28,6 +28,7 @@ from torch import nn
 from ecg_adapt import ECGClassifier, adapt, load_adapted, load_backbone, save_adapted
 from ecg_adapt.adaptation import AdaptationConfig, UnsupportedAdaptationError, get_method, merge_for_deployment
 from ecg_adapt.adaptation.peft_methods import (
+    HEAD_WEIGHTS_NAME,
     MATRIX_COLUMNS,
     check_peft_method,
     merge_blockers,
@@ -174,12 +175,17 @@ def test_saved_adapter_holds_only_claimed_tensors_and_reloads_to_the_same_logits
     save_adapted(t.model, tmp_path / "run", processor)
 
     saved = load_file(str(tmp_path / "run" / "adapter_model.safetensors"))
+    head = load_file(str(tmp_path / "run" / HEAD_WEIGHTS_NAME))
     trainable = {_saved_name(n) for n, p in t.model.named_parameters() if p.requires_grad}
     # VeRA's shared random projections are frozen buffers that peft saves with the adapter (save_projection=True).
     frozen_saved = {"base_model.vera_A", "base_model.vera_B"} if method == "vera" else set()
-    assert set(saved) == trainable | frozen_saved
+    # The plain-backbone layout: adapter keys without the classifier's "backbone." (plain peft loads them onto the
+    # bare backbone), the head beside them keyed as in the classifier.
+    in_head = {k for k in trainable if k.startswith("base_model.model.classifier.")}
+    assert set(head) == {k.removeprefix("base_model.model.") for k in in_head}
+    assert set(saved) == {k.replace("base_model.model.backbone.", "base_model.model.", 1) for k in trainable - in_head} | frozen_saved
     claims = get_method(method).claims
-    assert all(claims(k) for k in saved)  # what hub pushes check before uploading an adapter-only folder
+    assert all(claims(k) for k in saved) and all(claims(k) for k in head)  # what hub pushes check before uploading
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
     reloaded = load_adapted(tmp_path / "run", backbone_name_or_path=str(backbone_dirs[family]))

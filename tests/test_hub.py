@@ -148,8 +148,14 @@ def test_push_folder_holds_exactly_what_its_card_says(tiny_run: TinyRun, tmp_pat
     assert "model.safetensors" not in files
     with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as f:
         keys = list(f.keys())
-    assert keys and all("lora_" in k or ".classifier." in k for k in keys), keys
-    for name in ("adapter_model.safetensors", "task.json", "preprocessor_config.json", "metrics.json"):
+    # the plain-backbone layout: the adapter is loadable by plain peft on the backbone, the head beside it
+    assert keys and all("lora_" in k and not k.startswith("base_model.model.backbone.") for k in keys), keys
+    with safe_open(str(folder / "head.safetensors"), framework="pt") as f:
+        assert sorted(f.keys()) == ["classifier.bias", "classifier.weight"]
+    usage = _section(card_text, "How to use")
+    assert f'backbone = AutoModel.from_pretrained("{BACKBONE_REPO}")' in usage
+    assert 'model = PeftModel.from_pretrained(backbone, "ecg-test/tiny-lora")' in usage
+    for name in ("adapter_model.safetensors", "head.safetensors", "task.json", "preprocessor_config.json", "metrics.json"):
         assert (folder / name).read_bytes() == (run / ("" if name == "metrics.json" else "model") / name).read_bytes(), name
 
     # the backbone is recorded as the hub id, never as the local folder

@@ -41,6 +41,25 @@ METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
 # peft's LoRA spellings, accepted as aliases of the shared names (``adapt(clf, "lora", lora_r=16)``).
 _PEFT_ALIASES = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
+# The fields saved under peft's name in adaptation_config.json (peft's LoraConfig has ``r`` and ``target_modules``
+# under these very names already).
+_SAVED_AS = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
+
+
+def field_names(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with peft's spellings (``lora_alpha``, ...) renamed to :class:`AdaptationConfig`'s fields.
+
+    Raises:
+        ValueError: one field given under both spellings (e.g. ``alpha`` and ``lora_alpha``), naming both.
+    """
+    renamed: dict[str, Any] = {}
+    for k, v in d.items():
+        field = _PEFT_ALIASES.get(k, k)
+        if field in renamed:
+            other = next(o for o in d if o != k and _PEFT_ALIASES.get(o, o) == field)
+            raise ValueError(f"Adaptation field {field!r} is given twice, as {other!r} and {k!r}: keep one")
+        renamed[field] = v
+    return renamed
 
 
 class UnsupportedAdaptationError(ValueError):
@@ -50,6 +69,13 @@ class UnsupportedAdaptationError(ValueError):
 @dataclass
 class AdaptationConfig:
     """How to adapt a backbone. Field names follow peft where the concept exists there.
+
+    Names: the fields are the short ones below (``r``, ``alpha``, ``dropout``), shared by every method; recipes
+    (the ``adaptation:`` section, listed by ``ecg-adapt train --help``) use exactly these. The saved
+    ``adaptation_config.json`` (:meth:`to_dict`) writes ``alpha`` and ``dropout`` under peft's LoRA names
+    ``lora_alpha`` and ``lora_dropout`` (``r`` and ``target_modules`` are peft's names already);
+    :meth:`from_dict` and ``adapt(..., **kwargs)`` accept both spellings (and ``lora_r``,
+    ``lora_target_modules``), but not both for one field.
 
     Attributes:
         method: one of :data:`METHODS` (``ecg-adapt methods`` prints the table of methods and families).
@@ -124,13 +150,15 @@ class AdaptationConfig:
         return get_method(self.method)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The saved form: every field, ``alpha``/``dropout`` under peft's ``lora_alpha``/``lora_dropout``."""
+        return {_SAVED_AS.get(k, k): v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdaptationConfig":
         """Build from a dict (unknown keys are an error; peft's ``lora_r``/``lora_alpha``/``lora_dropout``/
-        ``lora_target_modules`` are read as ``r``/``alpha``/``dropout``/``target_modules``)."""
-        d = {_PEFT_ALIASES.get(k, k): v for k, v in d.items()}
+        ``lora_target_modules`` are read as ``r``/``alpha``/``dropout``/``target_modules``; giving both spellings
+        of one field is an error naming them)."""
+        d = field_names(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known - {"ecg_adapt_version", "backbone_name_or_path", "trainable_parameters", "kind"}
         if unknown:

@@ -10,7 +10,9 @@ kind           what is saved
 ``full``       the whole classifier (``model.safetensors``)
 native         the trained parameters only (``adapter_model.safetensors``): ``linear_probe``, ``partial``,
                ``bitfit``, ``norm_tuning``
-peft           peft's adapter files (``adapter_config.json``, ``adapter_model.safetensors``), head included
+peft           peft's adapter files (``adapter_config.json``, ``adapter_model.safetensors``) in the
+               plain-backbone form (``PeftModel.from_pretrained(AutoModel.from_pretrained(backbone), folder)``
+               loads them), the head beside them in ``head.safetensors`` (see ``peft_methods``)
 module         ecg_adapt's adapter files in the same form (bottleneck adapters, prompts)
 =============  ======================================================================================
 
@@ -37,7 +39,7 @@ from ..models.classifier import ECGClassifier, ECGClassifierConfig
 from ..models.registry import load_backbone
 from ..processing.processor import ECGProcessor
 from ..utils import atomic_folder
-from .config import METHODS, AdaptationConfig, UnsupportedAdaptationError, get_method
+from .config import METHODS, AdaptationConfig, UnsupportedAdaptationError, field_names, get_method
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,8 @@ def _as_config(config: AdaptationConfig | str | None, kwargs: dict[str, Any]) ->
         method = config or kwargs.pop("method", "lora")
         return AdaptationConfig.from_dict({"method": method, **kwargs})
     if kwargs:
-        return dataclasses.replace(config, **AdaptationConfig.from_dict({**config.to_dict(), **kwargs}).to_dict())
+        # kwargs under either spelling (alpha or lora_alpha) override the config's fields.
+        return AdaptationConfig.from_dict({**dataclasses.asdict(config), **field_names(kwargs)})
     return config
 
 
@@ -184,6 +187,10 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
             if not hasattr(model, "save_pretrained") or model is clf:
                 raise TypeError(f"method {config.method!r} expects the model returned by adapt()")
             model.save_pretrained(tmp)
+            if spec.kind == "peft":
+                from .peft_methods import save_backbone_adapter
+
+                save_backbone_adapter(tmp)  # loadable by plain peft on the plain backbone
             clf.config.save_pretrained(tmp)
         meta = config.to_dict()
         meta["kind"] = spec.kind
@@ -251,6 +258,11 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
 
     ``backbone_name_or_path`` overrides the backbone location recorded at save time (e.g. a local copy of
     a hub backbone).
+
+    Raises:
+        ValueError: the saved weights do not all match the rebuilt model (for peft methods
+            :class:`~ecg_adapt.adaptation.peft_methods.AdapterMismatchError`, naming the missing and unexpected
+            tensors and the folder).
     """
     path = Path(path)
     check_model_complete(path)
@@ -280,7 +292,10 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
             if missing.unexpected_keys:
                 raise ValueError(f"{weights_file}: unexpected keys {missing.unexpected_keys[:10]}")
         elif spec.kind == "peft":
-            model = PeftModel.from_pretrained(clf, str(path), is_trainable=is_trainable)
+            from .peft_methods import load_peft_adapted
+
+            # Not PeftModel.from_pretrained: it only warns about keys that do not match (and loads nothing).
+            model = load_peft_adapted(clf, path, is_trainable=is_trainable)
         else:
             if spec.load is None:
                 raise UnsupportedAdaptationError(f"method {config.method!r} has no loader")

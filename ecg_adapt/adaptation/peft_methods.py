@@ -1,8 +1,29 @@
 """Methods implemented by peft: LoRA (rsLoRA, DoRA, PiSSA/OLoRA options), IA³, LoHa, LoKr, VeRA, OFT and BOFT.
 
 Every method is one peft tuner wrapped around the whole :class:`~ecg_adapt.ECGClassifier`; the classifier head is
-trained next to the adapter through peft's ``modules_to_save=["classifier"]``, so a saved folder is a normal peft
-adapter (``adapter_config.json`` + ``adapter_model.safetensors``) that also holds the head.
+trained next to the adapter through peft's ``modules_to_save=["classifier"]``.
+
+Saved layout (:func:`save_backbone_adapter`, called by :func:`~ecg_adapt.adaptation.save_adapted`): the folder is a
+plain peft adapter *of the backbone*, so any peft user loads it without ecg_adapt's classifier::
+
+    register_all_with_transformers()                            # ecg_adapt.models.registry: the families
+    backbone = AutoModel.from_pretrained(backbone_id)
+    model = PeftModel.from_pretrained(backbone, folder)          # the adapted backbone, exactly
+
+* ``adapter_model.safetensors``: the adapter tensors keyed as on the bare backbone (``base_model.model.<module
+  of the backbone>.lora_A.weight``; the classifier's ``backbone.`` prefix removed), VeRA's projections as peft
+  names them (``base_model.vera_A``).
+* ``adapter_config.json``: peft's config with ``target_modules`` relative to the backbone, ``modules_to_save`` empty
+  (the bare backbone has no head to save), ``base_model_name_or_path`` = the backbone's id or folder.
+* ``head.safetensors`` (:data:`HEAD_WEIGHTS_NAME`): the trained head, keyed as in the classifier
+  (``classifier.weight``, ...); with the classifier's ``config.json`` it rebuilds the head on top of the adapted
+  backbone. (peft's own ``modules_to_save`` layout cannot hold it: the bare backbone has no module to load it into,
+  and peft would only warn.)
+
+:func:`load_peft_adapted` rebuilds the training-time structure (the tuner around the whole classifier, head in
+``modules_to_save``) from these files and refuses, naming the keys and the file, an adapter or head whose tensors do
+not all match the model (peft itself only warns and leaves the layers at their initial values). Folders saved before
+this layout (keys with the ``backbone.`` prefix, head inside the adapter file) still load.
 
 How :class:`~ecg_adapt.adaptation.AdaptationConfig` fields become peft config fields (``-``: not used; a LoRA-only
 option or ``oft_block_size`` set on another method is an error rather than silently dropped):
@@ -98,7 +119,7 @@ from peft.tuners.lora.model import LoraModel
 from peft.tuners.oft.model import OFTModel
 from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
 from peft.tuners.vera.model import VeraModel
-from peft.utils import get_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
@@ -580,6 +601,106 @@ def apply_peft(clf: ECGClassifier, config: AdaptationConfig) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Saving and loading in the plain-backbone layout (see the module docstring)
+
+HEAD_WEIGHTS_NAME = "head.safetensors"
+"""The trained head of a peft-method save, keyed as in the classifier (``classifier.weight``)."""
+PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_CONFIG_NAME = "adapter_config.json"
+_MODEL_PREFIX = "base_model.model."  # peft's prefix of every wrapped module's tensors
+_BACKBONE_PREFIX = _MODEL_PREFIX + "backbone."
+_HEAD_PREFIX = _MODEL_PREFIX + HEAD_MODULE + "."
+
+
+class AdapterMismatchError(ValueError):
+    """A saved adapter (or head) whose tensor names do not all match the model it is loaded into."""
+
+
+def _strip_backbone(target: str) -> str:
+    return target.removeprefix("backbone.")
+
+
+def save_backbone_adapter(folder: str | os.PathLike) -> None:
+    """Rewrite, in place, the files ``PeftModel.save_pretrained`` wrote for an adapted classifier into the
+    plain-backbone layout: adapter keys and ``target_modules`` relative to the backbone, the head moved to
+    :data:`HEAD_WEIGHTS_NAME` (see the module docstring)."""
+    folder = Path(folder)
+    weights = load_file(str(folder / PEFT_WEIGHTS_NAME))
+    adapter: dict[str, torch.Tensor] = {}
+    head: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        if key.startswith(_HEAD_PREFIX):
+            head[key.removeprefix(_MODEL_PREFIX)] = tensor
+        elif key.startswith(_BACKBONE_PREFIX):
+            adapter[_MODEL_PREFIX + key.removeprefix(_BACKBONE_PREFIX)] = tensor
+        elif key.startswith(_MODEL_PREFIX):
+            raise ValueError(f"{folder / PEFT_WEIGHTS_NAME}: tensor {key!r} is neither in the backbone nor the head")
+        else:
+            adapter[key] = tensor  # tuner-level tensors (VeRA's shared projections base_model.vera_A/B)
+    if not head:
+        raise ValueError(f"{folder / PEFT_WEIGHTS_NAME} holds no head tensors ({_HEAD_PREFIX}*): was the head in modules_to_save?")
+    save_file(adapter, str(folder / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(head, str(folder / HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
+    config_path = folder / PEFT_CONFIG_NAME
+    cfg = json.loads(config_path.read_text())
+    for key in ("target_modules", "feedforward_modules"):
+        value = cfg.get(key)
+        if isinstance(value, str):
+            # apply_peft always passes lists; a regex would need rewriting against the backbone's module names.
+            raise NotImplementedError(f"{config_path}: {key} is a regex ({value!r}); only lists of names are saved")
+        if value is not None:
+            cfg[key] = sorted(_strip_backbone(t) for t in value)
+    cfg["modules_to_save"] = None
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def load_peft_adapted(clf: ECGClassifier, folder: str | os.PathLike, is_trainable: bool = False) -> PeftModel:
+    """Rebuild the adapted classifier saved in ``folder`` (either layout; see the module docstring).
+
+    Raises:
+        AdapterMismatchError: the adapter file (or ``head.safetensors``) lacks tensors the model has, or holds
+            tensors the model does not have; the message names them and the file.
+    """
+    folder = Path(folder)
+    config = PeftConfig.from_pretrained(str(folder))
+    weights_path = folder / PEFT_WEIGHTS_NAME
+    head_path = folder / HEAD_WEIGHTS_NAME
+    saved = load_file(str(weights_path))
+    if head_path.exists():  # plain-backbone layout
+        state = {(_BACKBONE_PREFIX + k.removeprefix(_MODEL_PREFIX) if k.startswith(_MODEL_PREFIX) else k): v
+                 for k, v in saved.items()}
+        head = load_file(str(head_path))
+        state.update({_MODEL_PREFIX + k: v for k, v in head.items()})
+        # Suffix names match the same modules inside the classifier (peft matches by suffix); the head is trained
+        # whole, as at training time.
+        config.modules_to_save = [HEAD_MODULE]
+    else:  # the earlier layout: keys relative to the classifier, head in the adapter file
+        state = dict(saved)
+    config.inference_mode = not is_trainable
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")  # BOFT, see apply_peft
+        warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
+        model = PeftModel(clf, config)
+    expected = set(get_peft_model_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        def shown(keys: list[str]) -> list[str]:  # names as they are in the files
+            return [(k.removeprefix(_MODEL_PREFIX) if k.startswith(_HEAD_PREFIX) else
+                     _MODEL_PREFIX + k.removeprefix(_BACKBONE_PREFIX)) if head_path.exists() else k for k in keys][:10]
+
+        raise AdapterMismatchError(
+            f"The adapter in {folder} does not match the model ({type(config).__name__} on "
+            f"{config.base_model_name_or_path}): missing {shown(missing)}, unexpected {shown(unexpected)} "
+            f"(files {weights_path.name}{', ' + head_path.name if head_path.exists() else ''}); "
+            "was it saved for another backbone, method or target_modules, or edited?"
+        )
+    result = set_peft_model_state_dict(model, state)
+    if result.unexpected_keys:  # cannot happen after the check above unless peft renames keys differently
+        raise AdapterMismatchError(f"{weights_path}: peft could not place {result.unexpected_keys[:10]}")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Merging
 
 
@@ -749,17 +870,21 @@ for _name in PEFT_METHODS:
     ))
 
 __all__ = [
+    "HEAD_WEIGHTS_NAME",
     "MATRIX_COLUMNS",
+    "AdapterMismatchError",
     "PEFT_METHODS",
     "ResidualInitLoraModel",
     "apply_peft",
     "check_mergeable",
     "check_peft_method",
     "default_target_modules",
+    "load_peft_adapted",
     "merge_blockers",
     "peft_config_for",
     "released_classifiers",
     "resolve_targets",
+    "save_backbone_adapter",
     "support_matrix",
     "support_matrix_markdown",
     "target_modules",

@@ -47,7 +47,9 @@ FILE_DESCRIPTIONS = {
     "config.json": "`ECGClassifierConfig`: labels (`id2label`), head, the backbone's config and its hub id",
     "adaptation_config.json": "adaptation method, its hyper-parameters and the trainable parameter count",
     "adapter_config.json": "the adapter's config (peft's, or ecg_adapt's in the same form); records the base model id",
-    "adapter_model.safetensors": "only the trained weights (adapter and head; the trained blocks for `partial`)",
+    "adapter_model.safetensors": ("only the trained weights (peft methods: the adapter, keyed on the plain backbone; "
+                                  "native methods: the head too, or the trained blocks for `partial`)"),
+    "head.safetensors": "peft methods: the trained classification head (`classifier.*`), loaded beside the adapter",
     "model.safetensors": "the whole classifier: backbone and head weights",
     "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
     "task.json": "task, labels and the decision thresholds tuned on validation",
@@ -450,6 +452,23 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
          "Hugging Face cache."),
         "",
     ]
+    if needs_backbone and "head.safetensors" in files:
+        # peft_methods.HEAD_WEIGHTS_NAME: the adapter files are a plain peft adapter of the backbone.
+        out += [
+            "The adapter is a plain peft adapter of the backbone: peft alone gives the adapted backbone's features "
+            "(ecg_adapt only registers the backbone's architecture with `AutoModel`); the head is in "
+            "`head.safetensors`, which `from_hub` / `load_adapted` put on top.", "",
+            "```python",
+            "from ecg_adapt.models.registry import register_all_with_transformers",
+            "from peft import PeftModel",
+            "from transformers import AutoModel",
+            "",
+            "register_all_with_transformers()  # the ECG backbones' architectures, for transformers' Auto classes",
+            f'backbone = AutoModel.from_pretrained("{base_model}")',
+            f'model = PeftModel.from_pretrained(backbone, "{repo_id}")',
+            "features = model(input_values).last_hidden_state   # input_values from the ECGProcessor of this repository",
+            "```", "",
+        ]
 
     out += ["## Training", ""]
     embedded = " (the demo's embedded random-weight backbone, pushed as this id)" if (recipe and not rec_model.get("model_name_or_path")) or (metrics.get("run_info") or {}).get("backbone") else ""
@@ -458,8 +477,8 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
         targets = adapter_cfg.get("target_modules") or rec_ad.get("target_modules")
         if isinstance(targets, list):
             targets = ", ".join(sorted(targets))
-        out.append(f"- LoRA: r={adaptation.get('r')}, alpha={adaptation.get('alpha')}, "
-                   f"dropout={adaptation.get('dropout')}, rsLoRA={adaptation.get('use_rslora')}, "
+        out.append(f"- LoRA: r={adaptation.get('r')}, alpha={adaptation.get('lora_alpha', adaptation.get('alpha'))}, "
+                   f"dropout={adaptation.get('lora_dropout', adaptation.get('dropout'))}, rsLoRA={adaptation.get('use_rslora')}, "
                    f"DoRA={adaptation.get('use_dora')}, init={adaptation.get('init_lora_weights')}, "
                    f"targets: {targets}; head trained in full (`modules_to_save`)")
     else:

@@ -131,6 +131,9 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     claims = get_method(method).claims
     keys = _tensor_names(folder / "adapter_model.safetensors")
     foreign = [k for k in keys if not claims(k)]
+    head_file = folder / "head.safetensors"  # peft methods: the head beside the adapter (peft_methods.HEAD_WEIGHTS_NAME)
+    if head_file.exists():
+        foreign += [k for k in _tensor_names(head_file) if not k.startswith("classifier.")]
     if foreign:
         raise HubError(f"The {method} weights hold tensors that are not adapter/head weights (e.g. {foreign[:3]}): "
                        "refusing to upload backbone weights with an adapter-only push")
