@@ -190,3 +190,21 @@ def test_embedding_dataset_rejects_a_cache_of_other_windows(tmp_path: Path, data
     emb.dataset = emb.dataset.select(range(len(emb) - 1))
     with pytest.raises(ValueError, match="were not built from each other"):
         emb_module.EmbeddingDataset(emb, ds)
+
+
+def test_embed_command_builds_the_cache_a_probe_run_then_reuses(
+        tmp_path: Path, data_root: Path, backbone_dir: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecg_adapt.cli import main
+
+    recipe = _recipe(tmp_path / "run", tmp_path / "cache", data_root, backbone_dir)
+    (tmp_path / "r.yaml").write_text(recipe.to_yaml())
+    assert main(["embed", str(tmp_path / "r.yaml")]) == 0
+    out = capsys.readouterr().out
+    (built,) = _embedding_dirs(tmp_path / "cache")
+    assert str(built) in out and "windows/s" in out and "MB" in out
+    counter = _CountBackbone(monkeypatch)
+    train(recipe)
+    assert counter.calls == 0  # the run trained on the cache `embed` built
+    assert main(["embed", str(tmp_path / "run")]) == 0  # a run folder: its recipe.yaml
+    assert "reused" in capsys.readouterr().out

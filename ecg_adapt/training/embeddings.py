@@ -117,7 +117,9 @@ def build_embedding_cache(
 
     Returns:
         An :class:`ECGCache` whose rows match ``window_cache``'s: column ``embeddings`` of shape ``(1, hidden)``
-        (mean) or ``(frames, hidden)`` (attention, with ``frame_mask`` of shape ``(1, frames)``).
+        (mean) or ``(frames, hidden)`` (attention, with ``frame_mask`` of shape ``(1, frames)``); its
+        ``built_now`` says whether it was encoded by this call (``False``: an existing cache was opened) and its
+        ``report`` holds ``encode_seconds``.
     """
     clf = _classifier_of(model)
     pooling = pooling or clf.config.pooling
@@ -127,6 +129,7 @@ def build_embedding_cache(
     final = window_cache.path.parent / f"embeddings-{window_cache.path.name}-{key}"
     if (final / REPORT_FILE).exists() and (final / DATA_FILE).exists():
         cache = ECGCache(final)
+        cache.built_now = False  # type: ignore[attr-defined]
         logger.info("using embedding cache %s: %d windows", final, len(cache))
         return cache
     was_training = clf.training
@@ -176,7 +179,9 @@ def build_embedding_cache(
         clf.train(was_training)
     logger.info("built embedding cache %s: %d windows in %.1f s (%.0f windows/s)", final, n, seconds,
                 n / max(seconds, 1e-9))
-    return ECGCache(final)
+    cache = ECGCache(final)
+    cache.built_now = True  # type: ignore[attr-defined]
+    return cache
 
 
 def embedding_cache_size(cache: ECGCache) -> int:

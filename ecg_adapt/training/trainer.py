@@ -122,6 +122,46 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
+def _select_records(recipe: Recipe) -> tuple[LabelledSource, ClassificationTask, dict[str, list[Any]], Any]:
+    """The source, task, record ids per split (``max_records_per_split``, ``train_fraction`` applied) and label
+    sets of a recipe: what the run caches and trains on (``ecg-adapt embed`` encodes the same records)."""
+    source = _open_source(recipe)
+    task = source.task(recipe.task.name)
+    split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
+    if recipe.data.max_records_per_split:
+        split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
+    label_sets = source.label_sets(recipe.task.name)
+    if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
+        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
+                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
+        logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
+                    recipe.data.train_fraction_seed, len(split_ids["train"]))
+    for s, ids in split_ids.items():
+        if not ids:
+            raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
+    return source, task, split_ids, label_sets
+
+
+def embed_recipe(recipe: Recipe, progress: bool = True) -> tuple[Any, bool]:
+    """Build (or open) the embedding cache a ``linear_probe`` run of ``recipe`` trains on: the window cache of
+    all its splits, encoded once by its backbone with its ``model.pooling``. Returns the cache and whether it was
+    built now (``False``: it existed). Used by ``ecg-adapt embed``."""
+    backbone_id = recipe.model.model_name_or_path
+    if not backbone_id:
+        raise RecipeError("model.model_name_or_path is required to embed")
+    backbone = load_backbone(backbone_id, revision=recipe.model.revision)
+    processor = _configure_processor(load_processor(backbone_id, config=backbone.config, revision=recipe.model.revision), recipe)
+    processor.check_compatible(backbone.config.signal_contract)
+    source, task, split_ids, _ = _select_records(recipe)
+    all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
+    cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
+                        progress=progress, quality=recipe.data.quality)
+    model = ECGClassifier.from_backbone(backbone, task.labels, problem_type=task.problem_type, pooling=recipe.model.pooling)
+    embeddings = build_embedding_cache(model, cache, processor.contract.input_shape,
+                                       batch_size=recipe.training.per_device_eval_batch_size, progress=progress)
+    return embeddings, bool(embeddings.built_now)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -269,20 +309,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     logger.info("backbone %s (%s); input contract: %s", backbone_id, backbone.config.model_type, contract.describe())
 
     # 2. data, task, cache
-    source = _open_source(recipe)
-    task = source.task(recipe.task.name)
-    split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
-    if recipe.data.max_records_per_split:
-        split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
-    label_sets = source.label_sets(recipe.task.name)
-    if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
-        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
-                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
-        logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
-                    recipe.data.train_fraction_seed, len(split_ids["train"]))
-    for s, ids in split_ids.items():
-        if not ids:
-            raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
+    source, task, split_ids, label_sets = _select_records(recipe)
     all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
