@@ -208,3 +208,15 @@ def test_embed_command_builds_the_cache_a_probe_run_then_reuses(
     assert counter.calls == 0  # the run trained on the cache `embed` built
     assert main(["embed", str(tmp_path / "run")]) == 0  # a run folder: its recipe.yaml
     assert "reused" in capsys.readouterr().out
+
+
+def test_backbone_fingerprint_follows_every_tensor_including_scalar_buffers() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.BatchNorm1d(4))
+    before = emb_module.backbone_fingerprint(net)
+    assert emb_module.backbone_fingerprint(net) == before
+    net[1].num_batches_tracked += 1  # a 0-dim integer buffer
+    after_counter = emb_module.backbone_fingerprint(net)
+    assert after_counter != before
+    with torch.no_grad():
+        net[0].weight[0, 0, 0] += 1e-6
+    assert emb_module.backbone_fingerprint(net) not in (before, after_counter)

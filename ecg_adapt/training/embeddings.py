@@ -60,9 +60,9 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     if config is not None:
         h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for name, t in sorted(backbone.state_dict().items()):
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu().contiguous()  # 0-dim (BatchNorm counters) and bf16 tensors hash as bytes too
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
