@@ -43,6 +43,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """Encode a recipe's (or a finished run's) records once with its backbone: the cache linear probes train on."""
+    from . import demo
+    from .training import Recipe
+    from .training.embeddings import embedding_cache_size
+    from .training.trainer import embed_recipe
+
+    path = Path(args.run_or_recipe)
+    recipe_file = path / "recipe.yaml" if path.is_dir() else None
+    if path.is_dir() and not recipe_file.exists():  # type: ignore[union-attr]
+        raise FileNotFoundError(f"{path} is a folder without recipe.yaml: give a run folder or a recipe")
+    recipe = Recipe.from_yaml(str(recipe_file) if recipe_file else _resolve_recipe(args.run_or_recipe), args.overrides)
+    if demo.needs_demo(recipe):
+        recipe, _ = demo.prepare(recipe)
+    t0 = time.time()
+    cache, built = embed_recipe(recipe)
+    n = len(cache)
+    size = embedding_cache_size(cache)
+    print(f"embedding cache: {cache.path}")
+    print(f"  {n} windows, {cache.report['pooling']} pooling, features {tuple(cache.report['feature_shape'])}, "
+          f"{size / 1e6:.1f} MB")
+    if built:
+        seconds = float(cache.report["encode_seconds"])
+        print(f"  encoded in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} windows/s; {time.time() - t0:.1f} s in all)")
+    else:
+        print(f"  already built (encoded at {n / max(float(cache.report['encode_seconds']), 1e-9):.0f} windows/s); reused")
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .training.sweep import SweepSpec, describe, end_sweep, plot_sweep, run_sweep
 
@@ -290,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="path to the recipe YAML, or a shipped recipe's name")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("embed", help="encode a recipe's records once with its frozen backbone (the cache linear "
+                       "probes train on)", description=(
+        "Build the embedding cache of a recipe (a YAML file or a shipped recipe's name) or of a finished run's "
+        "folder (its recipe.yaml): every window of the train, validation and test splits encoded once by the "
+        "backbone, pooled as model.pooling says (mean: pooled features; attention: the frames). A linear_probe run "
+        "with training.embedding_cache: true (the default) trains on this cache, building it if needed. Prints "
+        "where it is, its size and windows/s."))
+    e.add_argument("run_or_recipe", help="a run folder (with recipe.yaml), a recipe YAML or a shipped recipe's name")
+    e.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    e.set_defaults(func=_cmd_embed)
 
     w = sub.add_parser("sweep", help="run a grid of recipes (backbones x methods x train fractions x seeds), resumable",
                        description=(

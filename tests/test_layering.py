@@ -148,7 +148,7 @@ def test_every_exported_name_imports_from_the_package_face() -> None:
         ecg_adapt.not_a_name  # noqa: B018
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["predict", "--help"], ["models", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["predict", "--help"], ["models", "--help"], ["embed", "--help"]])
 def test_cli_help_does_not_import_torch(argv: list[str]) -> None:
     r = _run("import sys\nfrom ecg_adapt.cli import main\n"
              f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"

@@ -49,6 +49,9 @@ class ModelArgs:
     """Dropout before the classification head."""
     layerdrop: float = 0.0
     """LayerDrop while fine-tuning (HuBERT-ECG's original default is 0.1; 0 keeps DDP free of unused parameters)."""
+    pooling: Literal["mean", "attention"] = "mean"
+    """The head: ``mean`` (pooled features into a linear layer) or ``attention`` (a learnable query attends over
+    the frames, the ECG FM benchmark's attention probe; ``ecg_adapt.models.heads.AttentionPoolingHead``)."""
 
 
 @dataclass
@@ -158,6 +161,10 @@ class TrainingArgs:
     dataloader_num_workers: int = 0
     eval_aggregation: Literal["mean", "max"] = "mean"
     gradient_checkpointing: bool = False
+    embedding_cache: bool = True
+    """Frozen-backbone methods encode each window once and train the head on cached embeddings
+    (``linear_probe`` without ``data.augmentations``; see :mod:`ecg_adapt.training.embeddings`). Same result as
+    re-running the backbone every epoch, many times faster; ``false`` re-encodes every epoch."""
 
 
 @dataclass

@@ -48,6 +48,7 @@ from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
 from ..tasks.bootstrap import metric_intervals, support_warnings
+from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .selection import BestTracker, load_best, save_best
 from .recipe import Recipe, RecipeError
@@ -121,6 +122,46 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
+def _select_records(recipe: Recipe) -> tuple[LabelledSource, ClassificationTask, dict[str, list[Any]], Any]:
+    """The source, task, record ids per split (``max_records_per_split``, ``train_fraction`` applied) and label
+    sets of a recipe: what the run caches and trains on (``ecg-adapt embed`` encodes the same records)."""
+    source = _open_source(recipe)
+    task = source.task(recipe.task.name)
+    split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
+    if recipe.data.max_records_per_split:
+        split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
+    label_sets = source.label_sets(recipe.task.name)
+    if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
+        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
+                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
+        logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
+                    recipe.data.train_fraction_seed, len(split_ids["train"]))
+    for s, ids in split_ids.items():
+        if not ids:
+            raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
+    return source, task, split_ids, label_sets
+
+
+def embed_recipe(recipe: Recipe, progress: bool = True) -> tuple[Any, bool]:
+    """Build (or open) the embedding cache a ``linear_probe`` run of ``recipe`` trains on: the window cache of
+    all its splits, encoded once by its backbone with its ``model.pooling``. Returns the cache and whether it was
+    built now (``False``: it existed). Used by ``ecg-adapt embed``."""
+    backbone_id = recipe.model.model_name_or_path
+    if not backbone_id:
+        raise RecipeError("model.model_name_or_path is required to embed")
+    backbone = load_backbone(backbone_id, revision=recipe.model.revision)
+    processor = _configure_processor(load_processor(backbone_id, config=backbone.config, revision=recipe.model.revision), recipe)
+    processor.check_compatible(backbone.config.signal_contract)
+    source, task, split_ids, _ = _select_records(recipe)
+    all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
+    cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
+                        progress=progress, quality=recipe.data.quality)
+    model = ECGClassifier.from_backbone(backbone, task.labels, problem_type=task.problem_type, pooling=recipe.model.pooling)
+    embeddings = build_embedding_cache(model, cache, processor.contract.input_shape,
+                                       batch_size=recipe.training.per_device_eval_batch_size, progress=progress)
+    return embeddings, bool(embeddings.built_now)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -135,7 +176,7 @@ def evaluate(
     model.eval()
     probs, owners, losses = [], [], []
     for batch in loader:
-        out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = model(**model_inputs(batch))
         p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
         p, owner, loss = accelerator.gather_for_metrics((p, batch["record_index"], out.loss.detach().float().reshape(1)))
         probs.append(p.cpu())
@@ -165,6 +206,12 @@ def _selection_summary(tr: Any, tracker: BestTracker, progress: TrainProgress, e
     else:
         out.update(selected="best", reason=f"the best validation {tracker.metric} (step {tracker.best_step})")
     return out
+
+
+def _unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model to save or load weights into: the classifier behind a :class:`HeadOnly` (embedding cache)."""
+    m = accelerator.unwrap_model(model)
+    return m.classifier_model if isinstance(m, HeadOnly) else m
 
 
 def _nan(value: float | None) -> float:
@@ -262,20 +309,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     logger.info("backbone %s (%s); input contract: %s", backbone_id, backbone.config.model_type, contract.describe())
 
     # 2. data, task, cache
-    source = _open_source(recipe)
-    task = source.task(recipe.task.name)
-    split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
-    if recipe.data.max_records_per_split:
-        split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
-    label_sets = source.label_sets(recipe.task.name)
-    if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
-        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
-                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
-        logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
-                    recipe.data.train_fraction_seed, len(split_ids["train"]))
-    for s, ids in split_ids.items():
-        if not ids:
-            raise ValueError(f"The {s} split of {source.name}/{recipe.task.name} is empty")
+    source, task, split_ids, label_sets = _select_records(recipe)
     all_ids = [i for s in ("train", "validation", "test") for i in split_ids[s]]
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
@@ -296,9 +330,13 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                    num_workers=tr.dataloader_num_workers) for s in ("validation", "test")}
 
     # 3. model and adaptation
+    # Building a cache may draw random numbers (reusing one does not): seed again, so the head's initialisation
+    # and every draw after it are the same whether or not the cache already existed.
+    set_seed(tr.seed)
     model = ECGClassifier.from_backbone(
         backbone, task.labels, problem_type=task.problem_type,
         classifier_dropout=recipe.model.classifier_dropout, backbone_layerdrop=recipe.model.layerdrop,
+        pooling=recipe.model.pooling,
     )
     if tr.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -321,6 +359,19 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
     scheduler = get_scheduler(tr.lr_scheduler_type, optimizer, num_warmup_steps=int(tr.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    # Frozen backbone, head only, no augmentation: encode each window once and train the head on the features.
+    if tr.embedding_cache and recipe.adaptation.method == "linear_probe" and not augmenter.steps:
+        with accelerator.main_process_first():
+            embeddings = build_embedding_cache(model, cache, contract.input_shape, batch_size=tr.per_device_eval_batch_size,
+                                               device=accelerator.device, progress=accelerator.is_local_main_process)
+        logger.info("training.embedding_cache: the head trains on cached %s-pooled features (%s)",
+                    model.config.pooling, embeddings.path)
+        emb_sets = {s: EmbeddingDataset(embeddings, ds) for s, ds in datasets.items()}
+        train_loader = make_loader(emb_sets["train"], tr.per_device_train_batch_size, shuffle=True, seed=tr.seed,
+                                   num_workers=tr.dataloader_num_workers)
+        eval_loaders = {s: make_loader(emb_sets[s], tr.per_device_eval_batch_size, shuffle=False,
+                                       num_workers=tr.dataloader_num_workers) for s in ("validation", "test")}
+        model = HeadOnly(model)
     model, optimizer, train_loader, scheduler, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, scheduler, eval_loaders["validation"], eval_loaders["test"]
     )
@@ -366,7 +417,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                     metric_name, _nan(value), " (best so far)" if improved else "")
         if improved and tr.load_best_model_at_end:
             if accelerator.is_main_process:
-                save_best(accelerator.unwrap_model(model), output_dir, tracker)
+                save_best(_unwrap(accelerator, model), output_dir, tracker)
             accelerator.wait_for_everyone()
         model.train()
         if tracker.should_stop:
@@ -390,7 +441,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                 batch = augmenter(batch, batch_generator(tr.seed, epoch, progress.step_in_epoch, accelerator.process_index,
                                                          device=batch["input_values"].device))
             with accelerator.accumulate(model):
-                out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+                out = model(**model_inputs(batch))
                 check_finite_loss(out.loss, accelerator, progress.global_step + 1, ckpts)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and tr.max_grad_norm > 0:
@@ -399,7 +450,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                 scheduler.step()
                 optimizer.zero_grad()
             progress.step_in_epoch += 1
-            progress.samples_seen += batch["input_values"].shape[0]
+            progress.samples_seen += batch["labels"].shape[0]
             running += float(out.loss.detach())
             n_running += 1
             if not accelerator.sync_gradients:
@@ -434,7 +485,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     selection = _selection_summary(tr, tracker, progress, early_stopped)
     if selection["selected"] == "best":
         accelerator.wait_for_everyone()
-        load_best(accelerator.unwrap_model(model), output_dir)
+        load_best(_unwrap(accelerator, model), output_dir)
         logger.info("selected the model of step %d (val %s %.4f)", tracker.best_step, metric_name, tracker.best_value)
 
     # 7. final evaluation: thresholds from validation, applied to test; test intervals by record-level bootstrap
@@ -491,7 +542,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     }) + "\n")
 
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = _unwrap(accelerator, model)
         task_file = {"task": task.to_dict(), "thresholds": None if thresholds is None else dict(zip(task.labels, map(float, thresholds)))}
         # task.json (labels, tuned thresholds) is part of the atomic folder write: never a model without it.
         save_adapted(unwrapped, output_dir / "model", processor,
