@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .training.recipe import Recipe, RecipeError
+from .utils import atomic_folder
 
 logger = logging.getLogger("ecg_adapt.demo")
 
@@ -58,8 +59,6 @@ def write_embedded_backbone(path: str | os.PathLike, config: dict[str, Any] | No
 
     ``config`` are ``HubertECGConfig`` fields (default :data:`EMBEDDED_BACKBONE`).
     """
-    import shutil
-
     import torch
 
     from .models.hubert_ecg import HubertECGConfig, HubertECGModel, default_processor_steps
@@ -71,11 +70,9 @@ def write_embedded_backbone(path: str | os.PathLike, config: dict[str, Any] | No
     torch.manual_seed(seed)
     hf_config = HubertECGConfig(**(config if config is not None else EMBEDDED_BACKBONE))
     model = HubertECGModel(hf_config)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    ECGProcessor(hf_config.signal_contract, default_processor_steps()).save_pretrained(tmp)
-    os.replace(tmp, path)  # the folder appears complete or not at all
+    with atomic_folder(path) as tmp:  # the folder appears complete or not at all
+        model.save_pretrained(tmp)
+        ECGProcessor(hf_config.signal_contract, default_processor_steps()).save_pretrained(tmp)
     logger.info("embedded backbone (random weights, %s params) written to %s", f"{model.num_parameters():,}", path)
     return path
 

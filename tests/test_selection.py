@@ -106,7 +106,7 @@ def test_a_save_killed_midway_leaves_the_previous_best_and_its_debris_is_cleared
     with pytest.raises(KeyboardInterrupt):
         save_best(model, tmp_path, t)
     assert read_best(tmp_path).best_step == 1  # the previous best is intact
-    (tmp_path / ".best.leftover").mkdir()  # what a hard kill (no exception handler) would leave
+    (tmp_path / "best.tmp").mkdir()  # what a hard kill (no exception handler) would leave
     monkeypatch.undo()
     save_best(model, tmp_path, t)
     assert sorted(os.listdir(tmp_path)) == [BEST_DIR] and read_best(tmp_path).best_step == 2

@@ -647,7 +647,8 @@ def save_backbone_adapter(folder: str | os.PathLike) -> None:
         value = cfg.get(key)
         if isinstance(value, str):
             # apply_peft always passes lists; a regex would need rewriting against the backbone's module names.
-            raise NotImplementedError(f"{config_path}: {key} is a regex ({value!r}); only lists of names are saved")
+            raise ValueError(f"{config_path}: {key} is a regex ({value!r}); pass target_modules as a list of "
+                             "module-name suffixes to save an adapter that loads on the plain backbone")
         if value is not None:
             cfg[key] = sorted(_strip_backbone(t) for t in value)
     cfg["modules_to_save"] = None

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..tasks.bootstrap import (
     DEFAULT_LEVEL,
@@ -34,8 +33,6 @@ from ..tasks.bootstrap import (
 )
 from ..tasks.metrics import multilabel_metrics, single_label_metrics
 from .predictions import PREDICTIONS_DIR, Predictions, load_predictions
-
-_RANKING_METRICS = {"macro_auroc": roc_auc_score, "macro_auprc": average_precision_score}
 
 
 @dataclass
@@ -99,15 +96,6 @@ def metric_value(predictions: Predictions, metric: str, rows: np.ndarray | None 
     ``per_class_auroc/<class>``. ``None`` where undefined (e.g. a resample without positives)."""
     y_true = predictions.y_true if rows is None else predictions.y_true[rows]
     y_score = predictions.y_score if rows is None else predictions.y_score[rows]
-    if metric in _RANKING_METRICS:
-        # Fast path for the usual comparison metrics: the full metrics dict per resample costs ~10x more, and
-        # compare draws thousands of resamples. Same definition as multilabel_metrics (classes with both outcomes).
-        y = y_true if predictions.multi_label else np.eye(len(predictions.labels), dtype=int)[y_true.astype(int)]
-        pos = y.sum(axis=0)
-        ok = (pos > 0) & (pos < y.shape[0])
-        if not ok.any():
-            return None
-        return float(_RANKING_METRICS[metric](y[:, ok], y_score[:, ok], average="macro"))
     if predictions.multi_label:
         m = multilabel_metrics(y_true, y_score, predictions.labels, predictions.thresholds)
     else:

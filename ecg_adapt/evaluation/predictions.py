@@ -9,12 +9,13 @@ written to a temporary file and renamed, so a kill leaves the previous file or n
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..utils import atomic_write
 
 PREDICTIONS_DIR = "predictions"
 
@@ -61,9 +62,9 @@ def save_predictions(path: str | os.PathLike, predictions: Predictions) -> Path:
     """Write ``predictions`` to ``path`` (``.npz``) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
             np.savez(
                 f,
                 record_ids=predictions.record_ids.astype(str),
@@ -73,11 +74,8 @@ def save_predictions(path: str | os.PathLike, predictions: Predictions) -> Path:
                 problem_type=np.asarray(predictions.problem_type),
                 thresholds=np.asarray([] if predictions.thresholds is None else predictions.thresholds, dtype=np.float64),
             )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_predictions(path: str | os.PathLike) -> Predictions:

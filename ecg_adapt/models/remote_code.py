@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from ..utils import atomic_write_text
 from .registry import get_family
 
 REMOTE_MODULE = "ecg_adapt_remote"
@@ -37,13 +37,6 @@ def _absolute(path: str, package: str | None) -> tuple[str, str]:
     if module.startswith("."):
         module = f"{package}{module}"
     return module, attr
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def add_auto_map(folder: str | os.PathLike) -> Path:
@@ -68,12 +61,12 @@ def add_auto_map(folder: str | os.PathLike) -> Path:
     config_module, config_name = _absolute(family.config_path, family.package)
     model_module, model_name = _absolute(family.model_path, family.package)
     module_path = folder / f"{REMOTE_MODULE}.py"
-    _write_atomic(module_path, (
+    atomic_write_text(module_path, (
         '"""Written by ecg_adapt.models.remote_code.add_auto_map: re-exports ecg_adapt\'s own classes for\n'
         'transformers\' auto_map (needs ecg_adapt installed and trust_remote_code=True)."""\n\n'
         f"from {config_module} import {config_name}  # noqa: F401\n"
         f"from {model_module} import {model_name}  # noqa: F401\n"
     ))
     config["auto_map"] = {"AutoConfig": f"{REMOTE_MODULE}.{config_name}", "AutoModel": f"{REMOTE_MODULE}.{model_name}"}
-    _write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return module_path

@@ -67,16 +67,16 @@ class Interval:
         return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def _resample_indices(n: int, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of one bootstrap resample: rows, or whole groups drawn with replacement."""
-    if groups is None:
+def _resample_indices(n: int, members: list[np.ndarray] | None, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one bootstrap resample: rows, or whole groups (their member rows) drawn with replacement."""
+    if members is None:
         return rng.integers(0, n, n)
-    codes, members = groups
     picked = rng.integers(0, len(members), len(members))
     return np.concatenate([members[g] for g in picked])
 
 
-def _group_members(groups: Sequence | np.ndarray | None, n: int):
+def _group_members(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndarray] | None:
+    """The row indices of each group (``None``: rows are the resampling unit)."""
     if groups is None:
         return None
     groups = np.asarray(groups)
@@ -85,7 +85,7 @@ def _group_members(groups: Sequence | np.ndarray | None, n: int):
     codes, inverse = np.unique(groups, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1]
-    return codes, np.split(order, bounds)
+    return np.split(order, bounds)
 
 
 def _as_float(value) -> float | None:

@@ -6,29 +6,14 @@ them); the loop (``train``, ``evaluate``, ``TrainProgress``) is imported on firs
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..utils import lazy_exports
 from .catalogue import RecipeInfo, copy_recipe, find_recipe, list_recipes, recipes_dir
 from .recipe import DataArgs, HubArgs, ModelArgs, OutputArgs, Recipe, RecipeError, TaskArgs, TrainingArgs, schema_help
 
-_LAZY = {
-    "TrainProgress": ".trainer",
-    "evaluate": ".trainer",
-    "train": ".trainer",
-    "RESUME_SAFE_KEYS": ".checkpoints",
-    "CheckpointError": ".checkpoints",
-    "CheckpointManager": ".checkpoints",
-    "TrainingDivergedError": ".checkpoints",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, _ = lazy_exports(__name__, {
+    "trainer": ["TrainProgress", "evaluate", "train"],
+    "checkpoints": ["RESUME_SAFE_KEYS", "CheckpointError", "CheckpointManager", "TrainingDivergedError"],
+})
 
 
 __all__ = [

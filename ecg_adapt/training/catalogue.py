@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..utils import did_you_mean
+from ..utils import atomic_write, did_you_mean
 from .recipe import RecipeError
 
 RECIPE_SUFFIX = ".yaml"
@@ -98,10 +98,7 @@ def copy_recipe(name: str, dest: str | os.PathLike, force: bool = False) -> Path
     if dest.exists() and not force:
         raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)  # never a half-written recipe
-    return dest
+    return atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))  # never a half-written recipe
 
 
 __all__ = ["RecipeInfo", "copy_recipe", "find_recipe", "list_recipes", "read_info", "recipes_dir"]

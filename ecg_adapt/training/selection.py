@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..utils import atomic_folder
 
 BEST_DIR = "best"
 _WEIGHTS = "model.safetensors"
@@ -102,24 +101,10 @@ def selection_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_best(model: torch.nn.Module, output_dir: str | os.PathLike, tracker: BestTracker) -> Path:
     """Write the selected weights and ``selection.json`` to ``output_dir/best`` atomically (marker last)."""
-    output_dir = Path(output_dir)
-    final = output_dir / BEST_DIR
-    for stale in output_dir.glob(".best.*"):  # left by a save killed midway (only the main process saves)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=".best."))
-    try:
+    final = Path(output_dir) / BEST_DIR
+    with atomic_folder(final) as tmp:  # a save killed midway leaves the previous best; its debris is cleared next time
         save_file(selection_state(model), str(tmp / _WEIGHTS))
         (tmp / _MARKER).write_text(json.dumps(tracker.to_dict(), indent=2) + "\n")
-        old = None
-        if final.exists():
-            old = output_dir / f".best.old.{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
