@@ -20,7 +20,7 @@ from ecg_adapt.adaptation.modules import AdaptedModel
 from ecg_adapt.models.classifier import ECGClassifier
 
 TRANSFORMERS = ("hubert_ecg", "ecg_fm", "st_mem", "merl_vit", "ecg_jepa")
-CNNS = ("ecgfounder", "merl_resnet")
+CNNS = ("ecgfounder", "merl_resnet", "ecgfm_ked")
 METHODS = {
     "houlsby": {"method": "houlsby_adapter"},
     "pfeiffer": {"method": "pfeiffer_adapter"},
@@ -31,7 +31,7 @@ METHODS = {
 PAIRS = [(f, m) for f in TRANSFORMERS for m in ("houlsby", "pfeiffer", "prompt_shallow", "prompt_deep")]
 PAIRS += [(f, "conv") for f in CNNS]
 # Families whose backbone takes any input length get a short one (the tests are about the adapters, not the signal).
-SHORT_INPUT = {"hubert_ecg": 800, "ecg_fm": 480, "ecgfounder": 500, "merl_resnet": 512, "st_mem": 375}
+SHORT_INPUT = {"hubert_ecg": 800, "ecg_fm": 480, "ecgfounder": 500, "merl_resnet": 512, "st_mem": 375, "ecgfm_ked": 512}
 
 
 def _config(method: str) -> AdaptationConfig:

@@ -14,7 +14,7 @@ from ecg_adapt import read_wfdb
 from ecg_adapt.models import FAMILIES, released_variants
 from ecg_adapt.processing import ECGProcessor, SignalContract
 
-EXPECTED = {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa"}
+EXPECTED = {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa", "ecgfm_ked"}
 
 
 def test_all_families_are_registered_with_variants() -> None:

@@ -102,9 +102,10 @@ _COMMON_VARIANT_FIELDS: dict[str, Any] = {
         "the TQN decoder, the Bio_ClinicalBERT text encoder and the optimiser state)"
     ),
     "release": dict(RELEASE),
-    "licence": (
-        "not stated (no LICENSE file and no licence statement in control-spiderman/ECGFM-KED or in "
-        "ecg-fm-benchmarking; the licence of the Zenodo record was not checked)"
+    "licence": "not stated",
+    "licence_note": (
+        "no LICENSE file and no licence statement in control-spiderman/ECGFM-KED or in ecg-fm-benchmarking; the "
+        "licence of the Zenodo record was not checked; the weights were pretrained on MIMIC-IV-ECG (check its terms)"
     ),
     "redistribution": "not stated: link and convert (ecg_adapt does not re-host the weights)",
     # xresnet1d101 as released; tests/test_ecgfm_ked.py recomputes it from ``config`` (README: 7,865,984).
