@@ -204,6 +204,9 @@ def test_converted_folder_carries_the_chosen_contract_and_its_processor(golden: 
         np.testing.assert_allclose(batch["input_values"].numpy(), np.load(_dir(golden) / f"model_input{suffix}.npy"),
                                    **_tol(golden, "model_input"))
         _check_golden(model, golden, suffix)
+    # A contract named through config_overrides (a generic size/field override) also picks the processor.
+    convert_ecgfm_ked(_dir(golden) / CKPT, tmp_path / "override", config_overrides={"input_contract": "benchmark"})
+    assert load_processor(tmp_path / "override").contract == KED_BENCHMARK_CONTRACT
     with pytest.raises(ValueError, match="input_contract must be one of"):
         convert_ecgfm_ked(_dir(golden) / CKPT, tmp_path / "x", input_contract="100hz")
 
@@ -269,3 +272,42 @@ def test_lora_training_leaves_batch_norm_statistics_as_pretrained() -> None:
     assert all(not m.training for m in clf.backbone.modules() if isinstance(m, torch.nn.BatchNorm1d))
     for n, b in clf.backbone.named_buffers():
         assert torch.equal(b, before[n]), n
+
+
+def _original_keys(model: ECGFMKEDModel) -> dict[str, torch.Tensor]:
+    """The state dict the original ``XResNet1d`` of the same architecture would save (indices, convs twice)."""
+    part = {"conv": "0", "bn": "1"}
+    out = {}
+    for key, value in model.state_dict().items():
+        p = key.split(".")
+        if p[0] == "stem":
+            out[f"{p[1]}.{part[p[2]]}.{'.'.join(p[3:])}"] = value
+            continue
+        stage, block, rest = int(p[1]) + 4, p[2], p[3:]
+        if rest[0] == "convs":
+            tail = f"{rest[1]}.{part[rest[2]]}.{'.'.join(rest[3:])}"
+            out[f"{stage}.{block}.convs.{tail}"] = value
+            out[f"{stage}.{block}.convpath.0.{tail}"] = value
+        else:  # idconv: after the pool in strided blocks
+            pooled = model.stages[int(p[1])][int(block)].pool is not None
+            out[f"{stage}.{block}.idpath.{int(pooled)}.{part[rest[1]]}.{'.'.join(rest[2:])}"] = value
+    return out
+
+
+def test_other_xresnet1d_depths_and_a_diagnosis_head_convert(tmp_path: Path) -> None:
+    # A basic-block XResNet1d (expansion 1, as xresnet1d18/34) with 5 stages and a head after the last stage.
+    config = ECGFMKEDConfig(expansion=1, layers=[1, 2, 1, 1, 1], stem_szs=[8, 8, 64], kernel_size=3, kernel_size_stem=7,
+                            widen=0.25, zero_bn=False)
+    assert config.block_szs == [64, 16, 32, 32, 48, 8]
+    torch.manual_seed(0)
+    model = ECGFMKEDModel(config).eval()
+    sd = _original_keys(model)
+    sd["9.weight"], sd["9.bias"] = torch.zeros(5, 8), torch.zeros(5)  # the head (index 4 + 5 stages)
+    torch.save({"ecg_model": sd, "epoch": 1}, tmp_path / "basic.pt")
+    loaded, report = load_original(tmp_path / "basic.pt")
+    assert {k: getattr(loaded.config, k) for k in ("expansion", "layers", "block_szs", "kernel_size", "kernel_size_stem")} == {
+        "expansion": 1, "layers": [1, 2, 1, 1, 1], "block_szs": [64, 16, 32, 32, 48, 8], "kernel_size": 3, "kernel_size_stem": 7}
+    assert sorted(report.dropped) == ["9.bias", "9.weight", "checkpoint['epoch']"]
+    x = torch.randn(1, 12, 1000)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).last_hidden_state, model(x).last_hidden_state, rtol=0, atol=0)

@@ -218,7 +218,8 @@ def load_original(
     """Load an original ECGFM-KED checkpoint's ECG encoder into :class:`ECGFMKEDModel` (eval mode).
 
     ``input_contract`` (``"original"``: 100 Hz, MIMIC lead order; ``"benchmark"``: 500 Hz, standard order) is
-    recorded in the config; the weights are the same. ``config_overrides`` replaces inferred config fields.
+    recorded in the config; the weights are the same. ``config_overrides`` replaces inferred config fields (an
+    ``input_contract`` there wins over the argument).
 
     Raises:
         ValueError: not an ECGFM-KED checkpoint, an unknown ``input_contract``, or a pickle needing ``allow_pickle``.
@@ -251,5 +252,6 @@ def convert_ecgfm_ked(
     """
     model, report = load_original(src, allow_pickle=allow_pickle, input_contract=input_contract,
                                   config_overrides=config_overrides)
-    save_converted(model, dst, default_processor_steps(input_contract=input_contract))
+    # The config's contract (config_overrides may name it too) decides the saved processor.
+    save_converted(model, dst, default_processor_steps(input_contract=model.config.input_contract))
     return report
