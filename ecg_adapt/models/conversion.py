@@ -230,11 +230,10 @@ def config_fields(config_class: type) -> list[str]:
 
 
 def override_flags(**fields: Any) -> str:
-    """How to give configuration fields to a conversion, in both spellings, for error messages:
-    ``--config vit_heads=N`` (``ecg-adapt convert``) / ``config={'vit_heads': N}`` (``load_backbone``)."""
+    """How to give configuration fields to a conversion, for error messages: the CLI flags
+    (``--config vit_heads=N``); ``load_backbone`` takes the same keys in ``config_overrides``."""
     cli = " ".join(f"--config {k}={v}" for k, v in fields.items())
-    py = ", ".join(f"{k!r}: {v}" for k, v in fields.items())
-    return f"`{cli}` (ecg-adapt convert) or config={{{py}}} (load_backbone)"
+    return f"`{cli}` (ecg-adapt convert; the same keys in load_backbone's config_overrides)"
 
 
 def check_config_overrides(family: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def resolve_pretrained(
     revision: str | None = None,
     family: str | None = None,
     filename: str | None = None,
-    config: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
     allow_pickle: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> ResolvedBackbone:
@@ -147,7 +147,7 @@ def resolve_pretrained(
         family: the ``model_type`` of a local original file (or of ``filename`` in an unregistered repository)
             when its name does not tell.
         filename: the file of a hub repository to load (a repository holding several releases).
-        config: configuration fields to set over what the converter reads (non-released widths).
+        config_overrides: configuration fields to set over what the converter reads (non-released widths).
         allow_pickle: see the module docstring (``None``: true for registry releases, false otherwise).
         cache_dir: the converted-release cache (default ``$ECG_ADAPT_CACHE/converted`` or
             ``~/.cache/ecg_adapt/converted``).
@@ -161,10 +161,11 @@ def resolve_pretrained(
 
     text = str(name_or_path)
     path = Path(text).expanduser()
-    config = dict(config or {})
+    config = dict(config_overrides or {})
     if path.is_dir() and (path / "config.json").exists() and family is None:
         if config or filename:
-            raise ValueError(f"{path} is a converted model folder: config= and filename= apply to original releases")
+            raise ValueError(f"{path} is a converted model folder: config_overrides= and filename= apply to original "
+                             "releases")
         return ResolvedBackbone(str(path), text)
     if path.is_dir() and family is None:
         raise FileNotFoundError(f"{path} has no config.json: not a converted model folder (for a folder holding an "
@@ -209,7 +210,7 @@ def resolve_pretrained(
         fam = get_family(family) if family else detect_family(Path(filename))
         return _from_hub_file(fam, text, filename, revision, [], config, allow_pickle, cache_dir, name=None)
     if config:
-        raise ValueError(f"config= applies to original releases; {text} is loaded as an ecg_adapt hub repository "
+        raise ValueError(f"config_overrides= applies to original releases; {text} is loaded as an ecg_adapt hub repository "
                          "(give filename= and family= to convert an original file in it)")
     return ResolvedBackbone(text, text, revision=revision)
 
@@ -309,10 +310,7 @@ def download_release_file(repo_id: str, filename: str, revision: str | None) -> 
                                           f"gated and this token cannot read it ({type(e).__name__})") from e
     except RevisionNotFoundError as e:
         raise PretrainedNotAvailableError(f"{repo_id} has no revision {revision!r}") from e
-    except EntryNotFoundError as e:
-        raise PretrainedNotAvailableError(f"{repo_id} has no file {filename!r}"
-                                          f"{' at ' + revision if revision else ''}") from e
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:  # before EntryNotFoundError: a subclass of it
         if constants.HF_HUB_OFFLINE:
             raise PretrainedNotAvailableError(
                 f"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): "
@@ -320,6 +318,9 @@ def download_release_file(repo_id: str, filename: str, revision: str | None) -> 
             ) from e
         raise PretrainedNotAvailableError(f"Cannot download {where} from {constants.ENDPOINT} and it is not in the "
                                           f"Hugging Face cache ({e})") from e
+    except EntryNotFoundError as e:
+        raise PretrainedNotAvailableError(f"{repo_id} has no file {filename!r}"
+                                          f"{' at ' + revision if revision else ''}") from e
     return path, _snapshot_commit(path, filename)
 
 

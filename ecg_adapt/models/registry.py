@@ -191,7 +191,7 @@ def load_backbone(
     *,
     family: str | None = None,
     filename: str | None = None,
-    config: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
     allow_pickle: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     **kwargs: Any,
@@ -215,7 +215,7 @@ def load_backbone(
         revision: hub revision (overrides the registry's pinned one).
         family: the family of a local original file whose name does not tell.
         filename: the release file of a hub repository holding several.
-        config: configuration fields the converter cannot read from the tensors (non-released widths), e.g.
+        config_overrides: configuration fields the converter cannot read from the tensors (non-released widths), e.g.
             ``{"vit_heads": 4, "vit_dim_head": 32}``.
         allow_pickle: read checkpoints that pickle Python objects (built inert, no code runs); default: true for
             registry releases, false for other files.
@@ -233,7 +233,8 @@ def load_backbone(
     """
     from .pretrained import resolve_pretrained
 
-    resolved = resolve_pretrained(name_or_path, revision=revision, family=family, filename=filename, config=config,
+    resolved = resolve_pretrained(name_or_path, revision=revision, family=family, filename=filename,
+                                  config_overrides=config_overrides,
                                   allow_pickle=allow_pickle, cache_dir=cache_dir)
     model_type = _read_model_type(resolved.path, resolved.revision)
     model = get_family(model_type).model_class.from_pretrained(resolved.path, revision=resolved.revision, **kwargs)
@@ -245,7 +246,7 @@ def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | N
                    **resolve_kwargs: Any) -> ECGProcessor:
     """The processor saved next to a backbone, or the family's default preprocessing when none was saved
     (original releases do not ship a ``preprocessor_config.json``). ``name_or_path`` is resolved as
-    :func:`load_backbone` resolves it (``resolve_kwargs``: its ``family``, ``filename``, ``config``, ...)."""
+    :func:`load_backbone` resolves it (``resolve_kwargs``: its ``family``, ``filename``, ``config_overrides``, ...)."""
     from ..processing.processor import ECGProcessor
     from .pretrained import resolve_pretrained
 
