@@ -371,3 +371,48 @@ def test_push_base_model_resolves_an_original_repo_or_registry_name() -> None:
     if EXTERNAL:
         with pytest.raises(HubError, match=EXTERNAL[0]["release"]["host"]):
             resolve_base_model("/nonexistent/converted", EXTERNAL[0]["name"])
+
+
+@pytest.mark.slow
+def test_run_on_a_local_original_file_pushes_with_its_original_repo_as_base_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe's model_name_or_path may be an original release file; the run then pushes (dry run) with
+    ``--base-model PKUDigitalHealth/ECGFounder``: licence and hub base model from the registry, and a loading
+    snippet naming the exact release."""
+    import re
+
+    import yaml
+
+    from ecg_adapt.cli import main
+    from ecg_adapt.data.synthetic import make_synthetic_ptbxl
+    from ecg_adapt.models.pretrained import find_variant
+    from ecg_adapt.training import Recipe, train
+
+    case = _first_case("ecgfounder")
+    founder = [v for v in released_variants() if v["family"] == "ecgfounder"]
+    if case is None or not GOLDEN.exists() or not founder:
+        pytest.skip("needs the ECGFounder golden file")
+    monkeypatch.setenv("ECG_ADAPT_CACHE", str(tmp_path / "cache"))
+    release = founder[0]["release"]
+    original = tmp_path / release["filename"]  # named as released: the family is recognised from the name
+    original.symlink_to(GOLDEN / case.checkpoint)
+    data = make_synthetic_ptbxl(tmp_path / "synth", n_records=24, sampling_rates=(500,), progress=False)
+    train(Recipe.from_dict({
+        "model": {"model_name_or_path": str(original)},
+        "adaptation": {"method": "lora", "r": 2},
+        "data": {"path": str(data), "cache_dir": str(tmp_path / "windows"), "max_records_per_split": 4,
+                 "source_options": {"sampling_rate": 500}},
+        "training": {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "max_steps": 1,
+                     "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1},
+        "output": {"output_dir": str(tmp_path / "run")},
+    }))
+    out = tmp_path / "push"
+    assert main(["push", str(tmp_path / "run"), "--repo-id", "me/ecgfounder-probe", "--base-model",
+                 release["repo_id"], "--dry-run", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(re.match(r"^---\n(.*?)\n---\n", card, re.DOTALL).group(1))
+    assert meta["base_model"] == release["repo_id"] and meta["license"] == "mit"
+    recorded = json.loads((out / "config.json").read_text())["backbone_name_or_path"]
+    assert recorded == founder[0]["name"]  # the exact release file, which load_backbone resolves
+    assert f'load_backbone("{recorded}")' in card
+    assert find_variant(recorded)["release"]["repo_id"] == release["repo_id"]
