@@ -416,3 +416,34 @@ def test_run_on_a_local_original_file_pushes_with_its_original_repo_as_base_mode
     assert recorded == founder[0]["name"]  # the exact release file, which load_backbone resolves
     assert f'load_backbone("{recorded}")' in card
     assert find_variant(recorded)["release"]["repo_id"] == release["repo_id"]
+
+
+def test_a_repository_with_several_releases_loads_its_default_or_the_named_file_at_the_pinned_revision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecg_adapt.models.pretrained as pretrained
+
+    pinned = "a" * 40
+    variants = [
+        {"name": "fam-a", "family": "merl", "release": {"repo_id": "Org/Repo", "filename": "a.pth", "revision": pinned}},
+        {"name": "fam-b", "family": "merl", "release": {"repo_id": "Org/Repo", "filename": "b.pth", "revision": pinned}},
+    ]
+    requests: list[tuple[str, str, str | None]] = []
+
+    def download(repo_id: str, filename: str, revision: str | None) -> tuple[Path, str]:
+        requests.append((repo_id, filename, revision))
+        return tmp_path / filename, revision or "c" * 40
+
+    def convert(fam, src, **kwargs):
+        return tmp_path / f"converted-{src.name}", dict(kwargs["source"])
+
+    monkeypatch.setattr(pretrained, "_variants", lambda: variants)
+    monkeypatch.setattr(pretrained, "download_release_file", download)
+    monkeypatch.setattr(pretrained, "convert_cached", convert)
+    default = pretrained.resolve_pretrained("org/repo")  # hub ids are case-insensitive
+    named = pretrained.resolve_pretrained("Org/Repo", filename="b.pth")
+    by_name = pretrained.resolve_pretrained("fam-b", revision="main")
+    assert (default.name_or_path, named.name_or_path, by_name.name_or_path) == ("fam-a", "fam-b", "fam-b")
+    assert requests == [("Org/Repo", "a.pth", pinned), ("Org/Repo", "b.pth", pinned), ("Org/Repo", "b.pth", "main")]
+    assert default.path.endswith("converted-a.pth") and default.source["commit"] == pinned
+    with pytest.raises(ValueError, match="contradicts the registry"):
+        pretrained.resolve_pretrained("fam-a", family="ecgfounder")
