@@ -409,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("push", help="push a training run to the Hugging Face Hub (adapter, head, processor, card)")
     u.add_argument("run_dir", help="the run's output_dir")
     u.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
-    u.add_argument("--base-model", help="hub id of the backbone (required when the run used a local backbone folder)")
+    u.add_argument("--base-model", help="the backbone others can load: a hub id, or the original hub repo or registry name "
+                                        "of the release it was converted from (PKUDigitalHealth/ECGFounder, "
+                                        "ecgfounder-1lead); required when the run used a local backbone folder")
     u.add_argument("--license", help="licence of the pushed model (default: the base model's)")
     u.add_argument("--private", action="store_true")
     u.add_argument("--revision", help="branch to push to (created if missing)")

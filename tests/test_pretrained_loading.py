@@ -172,7 +172,7 @@ def hub_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         online = _run_worker(tmp, hub.url, hf_home, cache, {"items": items, "load": ["name", "repo"]}, offline=False)
     finally:
         hub.stop()  # offline must not need the Hub at all
-    offline = _run_worker(tmp, hub.url if hub._server else "http://127.0.0.1:9", hf_home, cache,
+    offline = _run_worker(tmp, "http://127.0.0.1:9", hf_home, cache,  # nothing listens there
                           {"items": items, "load": ["name"], "expect_unavailable": never}, offline=True)
     return {"items": {i["family"]: i for i in items}, "online": online, "offline": offline, "commits": commits,
             "cache": cache, "never": never}

@@ -63,7 +63,7 @@ class ResolvedBackbone:
     """Where to load a backbone from, and what to record as its name.
 
     Attributes:
-        path: a model folder, or a hub id of a repository in ecg_adapt's own format (``is_hub_id``).
+        path: a model folder, or a hub id of a repository in ecg_adapt's own format.
         name_or_path: what the loaded model records as ``name_or_path`` (and a classifier as its
             ``backbone_name_or_path``): the registry name for a registry release, so that reloading it later
             resolves to the same file; the folder or hub id otherwise.
@@ -77,10 +77,6 @@ class ResolvedBackbone:
     revision: str | None = None
     variant: dict | None = None
     source: dict = field(default_factory=dict)
-
-    @property
-    def is_hub_id(self) -> bool:
-        return not Path(self.path).exists()
 
 
 # -- the registry's releases ------------------------------------------------------------------------------------
