@@ -224,8 +224,8 @@ def _from_release(variant: dict, revision: str | None, config: dict, allow_pickl
             f'load_backbone("/path/to/file", family="{variant["family"]}").')
     release = variant["release"]
     if release is None:
-        raise PretrainedNotAvailableError(f"{variant['name']}: no weights were released "
-                                          f"({variant.get('weights', 'architecture only')})")
+        raise PretrainedNotAvailableError(f"{variant['name']}: no weights were released for this architecture "
+                                          f"(registry: {variant.get('weights', 'not stated')})")
     if "repo_id" not in release:
         raise PretrainedNotAvailableError(external_release_message(variant))
     fam = get_family(variant["family"])
@@ -391,9 +391,10 @@ def convert_cached(fam: BackboneFamily, src: Path, *, config: Mapping[str, Any] 
     if config:
         record["config_overrides"] = config
     if (folder / COMPLETE_MARKER).exists():
+        # The same bytes may have been converted from another source (a local copy of a hub file): the folder's
+        # config keeps the first record; the caller gets this one (load_backbone puts it on the loaded config).
         logger.info("Using the cached conversion of %s: %s", src, folder)
-        cached = json.loads((folder / "config.json").read_text()).get(SOURCE_FIELD) or {}
-        return folder, cached or record
+        return folder, record
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     logger.info("Converting %s (%s) into the cache %s", src, fam.model_type, folder)

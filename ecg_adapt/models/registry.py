@@ -239,6 +239,8 @@ def load_backbone(
     model_type = _read_model_type(resolved.path, resolved.revision)
     model = get_family(model_type).model_class.from_pretrained(resolved.path, revision=resolved.revision, **kwargs)
     model.name_or_path = resolved.name_or_path
+    if resolved.source:  # what this call fetched (commit, file, hash), also on a conversion-cache hit
+        model.config.converted_from = resolved.source
     return model
 
 
