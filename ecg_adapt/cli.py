@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 DEMO_RECIPE = "hubert_ecg_lora_ptbxl_superdiagnostic"  # a shipped recipe: found from any folder
@@ -284,20 +285,41 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_config_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``--config key=value`` items -> a dict; values are parsed as YAML scalars or lists (``4``, ``0.1``, ``true``,
+    ``[2, 2, 2]``), anything else stays a string.
+
+    Raises:
+        ValueError: an item without ``=`` or with an empty key, naming it.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config {item!r}: expected key=value (e.g. --config vit_heads=4)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as e:
+            raise ValueError(f"--config {item!r}: the value is not a YAML/JSON scalar or list ({e})") from None
+    return out
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .models import get_family
-
-    import inspect
+    from .models.conversion import config_fields, run_converter
 
     family = get_family(args.family)
-    kwargs = {"allow_pickle": args.allow_pickle}
-    if args.num_attention_heads is not None:
-        if "num_attention_heads" not in inspect.signature(family.convert).parameters:
-            print(f"ecg-adapt: error: the {args.family} converter reads the head count itself", file=sys.stderr)
-            return 2
-        kwargs["num_attention_heads"] = args.num_attention_heads
     try:
-        report = family.convert(args.src, args.dst, **kwargs)
+        overrides = parse_config_overrides(args.config)
+        if args.num_attention_heads is not None:  # the older spelling of --config num_attention_heads=N
+            if "num_attention_heads" not in config_fields(family.config_class):
+                heads = [f for f in config_fields(family.config_class) if "head" in f]
+                raise ValueError(f"--num-attention-heads: {args.family} configurations have no num_attention_heads; "
+                                 f"give the head count with --config {heads[0] if heads else '<field>'}=N")
+            overrides.setdefault("num_attention_heads", args.num_attention_heads)
+        report = run_converter(family, args.src, args.dst, allow_pickle=args.allow_pickle, config_overrides=overrides)
     except ValueError as e:  # mismatched keys, unknown sizes, pickles without --allow-pickle: say why, no traceback
         print(f"ecg-adapt: error: {e}", file=sys.stderr)
         return 2
@@ -387,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("push", help="push a training run to the Hugging Face Hub (adapter, head, processor, card)")
     u.add_argument("run_dir", help="the run's output_dir")
     u.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
-    u.add_argument("--base-model", help="hub id of the backbone (required when the run used a local backbone folder)")
+    u.add_argument("--base-model", help="the backbone others can load: a hub id, or the original hub repo or registry name "
+                                        "of the release it was converted from (PKUDigitalHealth/ECGFounder, "
+                                        "ecgfounder-1lead); required when the run used a local backbone folder")
     u.add_argument("--license", help="licence of the pushed model (default: the base model's)")
     u.add_argument("--private", action="store_true")
     u.add_argument("--revision", help="branch to push to (created if missing)")
@@ -411,8 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-pickle", action="store_true",
                    help="allow reading pickled checkpoints (.pt/.pth) that hold Python objects besides tensors; "
                         "only for files you trust (a restricted unpickler is used where possible)")
+    c.add_argument("--config", action="append", metavar="KEY=VALUE", default=[],
+                   help="set a configuration field the converter cannot read from the tensors, for checkpoints of a "
+                        "non-released width (repeatable; values parsed as YAML/JSON: 4, 0.1, true, [2,2,2]), e.g. "
+                        "--config vit_heads=4 --config vit_dim_head=32 (merl) or --config num_attention_heads=4")
     c.add_argument("--num-attention-heads", type=int, default=None,
-                   help="head count for checkpoints of a non-released width (tensors cannot tell it; ecg_jepa)")
+                   help="same as --config num_attention_heads=N (families whose config has that field)")
     c.set_defaults(func=_cmd_convert)
 
     cmp = sub.add_parser("compare", help="compare runs: metric with bootstrap CI, paired differences, tied ranks",

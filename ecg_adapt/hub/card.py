@@ -79,6 +79,40 @@ _DISCLAIMER = (
 )
 
 
+# -- base model ------------------------------------------------------------------------------------------
+def hub_base_model(base_model: str) -> str:
+    """The hub repository a card's metadata names for ``base_model``: the repository of a registry release's
+    original file, or ``base_model`` itself (a hub id)."""
+    from ..models.pretrained import hub_repo_of
+
+    return hub_repo_of(base_model) or base_model
+
+
+def _backbone_link(base_model: str, hub_base: str) -> str:
+    if hub_base == base_model:
+        return f"[`{base_model}`](https://huggingface.co/{base_model})"
+    return f"`{base_model}` (the original release in [`{hub_base}`](https://huggingface.co/{hub_base}))"
+
+
+def _plain_backbone_lines(base_model: str) -> list[str]:
+    """A backbone repository in ecg_adapt's (transformers') format: plain ``AutoModel`` once the architectures
+    are registered."""
+    return [
+        "from ecg_adapt.models.registry import register_all_with_transformers",
+        "from peft import PeftModel",
+        "from transformers import AutoModel",
+        "",
+        "register_all_with_transformers()  # the ECG backbones' architectures, for transformers' Auto classes",
+        f'backbone = AutoModel.from_pretrained("{base_model}")',
+    ]
+
+
+def _load_comment(base_model: str, hub_base: str) -> str:
+    if hub_base == base_model:
+        return ""
+    return f"   # downloads the original release from {hub_base}, converts it once and caches it"
+
+
 # -- licence -----------------------------------------------------------------------------------------
 def hub_license_id(text: str) -> str:
     """A licence as written in the registry (``"CC BY-NC 4.0 (code and weights; ...)"``) -> the Hub's id
@@ -95,7 +129,14 @@ def hub_license_id(text: str) -> str:
 
 
 def registry_entry(base_model: str) -> dict[str, Any] | None:
-    """The released variant (``FAMILIES[...].released_variants``) whose weights live at ``base_model``."""
+    """The released variant (``FAMILIES[...].released_variants``) that ``base_model`` names: a registry name
+    (``ecgfounder-12lead``), the hub repository of its original release (``PKUDigitalHealth/ECGFounder``: the
+    repository's default release, its first listed variant), or a hub id its ``weights`` field links to."""
+    from ..models.pretrained import find_variant, variants_in_repo
+
+    named = find_variant(base_model) or next(iter(variants_in_repo(base_model)), None)
+    if named is not None:
+        return named
     wanted = base_model.strip().lower().rstrip("/")
     for v in released_variants():
         ids = [v.get("hub_id") or ""]
@@ -250,6 +291,9 @@ def build_model_card(
     family = backbone_config.get("model_type") or "unknown-family"
     method = adaptation.get("method", "full")
     license_id, license_source = resolve_license(base_model, backbone_config, license)
+    # The card's metadata names a hub repository; a registry name (what the configs record, so that loading
+    # resolves to the exact release file) stands for the repository of its original release.
+    hub_base = hub_base_model(base_model)
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     thresholds = task_file.get("thresholds") or {}
     task = task_file.get("task") or {}
@@ -276,7 +320,7 @@ def build_model_card(
     relation = "finetune" if (method == "full" or merged) else "adapter"
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        base_model=base_model,
+        base_model=hub_base,
         license=license_id if license_id in HUB_LICENSES else "other",
         license_name=None if license_id in HUB_LICENSES else license_id,
         datasets=datasets or None,
@@ -289,7 +333,7 @@ def build_model_card(
 
     contract = SignalContract.from_dict(backbone_config.get("signal_contract") or processor.get("signal_contract") or {})
     body = _body(
-        repo_id=repo_id, base_model=base_model, family=family, method=method, merged=merged, labels=labels,
+        repo_id=repo_id, base_model=base_model, hub_base=hub_base, family=family, method=method, merged=merged, labels=labels,
         thresholds=thresholds, metrics=metrics, task_name=task_name, problem_type=problem_type, contract=contract,
         processor=processor, adaptation=adaptation, adapter_cfg=adapter_cfg, recipe=recipe, synthetic=synthetic,
         dataset_name=dataset_name, license_id=license_id, license_source=license_source, files=files,
@@ -327,7 +371,7 @@ def _method_summary(method: str) -> str:
         return method
 
 
-def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bool, labels: list[str],
+def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: str, merged: bool, labels: list[str],
           thresholds: dict[str, float], metrics: dict[str, Any], task_name: str, problem_type: str,
           contract: SignalContract, processor: dict[str, Any], adaptation: dict[str, Any],
           adapter_cfg: dict[str, Any], recipe: dict[str, Any], synthetic: bool, dataset_name: str,
@@ -348,7 +392,7 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
     out: list[str] = [f"# {repo_id.split('/')[-1]}", ""]
     out += [
         (f"An ECG classifier for **{task_name}** ({len(labels)} labels, {'multi-label' if multi_label else 'multi-class'}), "
-         f"adapted from [`{base_model}`](https://huggingface.co/{base_model}) ({family}) with {method_text}, made with "
+         f"adapted from {_backbone_link(base_model, hub_base)} ({family}) with {method_text}, made with "
          "`ecg_adapt`."),
         "",
         (f"Test macro AUROC **{_fmt(test.get('macro_auroc'))}**{_ci_text(test, 'macro_auroc')} (validation "
@@ -459,12 +503,12 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
             "(ecg_adapt only registers the backbone's architecture with `AutoModel`); the head is in "
             "`head.safetensors`, which `from_hub` / `load_adapted` put on top.", "",
             "```python",
-            "from ecg_adapt.models.registry import register_all_with_transformers",
-            "from peft import PeftModel",
-            "from transformers import AutoModel",
-            "",
-            "register_all_with_transformers()  # the ECG backbones' architectures, for transformers' Auto classes",
-            f'backbone = AutoModel.from_pretrained("{base_model}")',
+            *(_plain_backbone_lines(base_model) if hub_base == base_model else [
+                # an original release (not in transformers' format): ecg_adapt converts it once, then plain peft
+                "from ecg_adapt import load_backbone",
+                "from peft import PeftModel",
+                "",
+                f'backbone = load_backbone("{base_model}"){_load_comment(base_model, hub_base)}']),
             f'model = PeftModel.from_pretrained(backbone, "{repo_id}")',
             "features = model(input_values).last_hidden_state   # input_values from the ECGProcessor of this repository",
             "```", "",

@@ -65,12 +65,55 @@ def _is_hub_id(name: str) -> bool:
     return True
 
 
-def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
-    """The hub id the pushed model records for its backbone.
+def _registry_release(name: str | None) -> dict[str, Any] | None:
+    """The registry release ``name`` names (a registry name or an original hub repository), if any."""
+    if not name or Path(name).expanduser().exists():
+        return None
+    from ..models.pretrained import find_variant, variants_in_repo
 
-    A run trained on a hub id records it; a run trained on a local folder (a converted release, the embedded
-    demo backbone) must be given the hub id of the same weights, which others can download.
+    return find_variant(name) or next(iter(variants_in_repo(name)), None)
+
+
+def find_variant_name(name: str | None) -> str | None:
+    """The registry name ``name`` is (case-insensitive), or ``None`` (a repository id, a folder, ...)."""
+    from ..models.pretrained import find_variant
+
+    variant = find_variant(name) if name else None
+    return variant["name"] if variant else None
+
+
+def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
+    """What the pushed model records for its backbone: a name ``load_backbone`` resolves to the same weights.
+
+    A run trained on a hub id or a registry release records it; a run trained on a local folder (a converted
+    release, the embedded demo backbone) must be given the hub id of the same weights, or the registry name or
+    original hub repository of the release they were converted from (``ecgfounder-12lead``,
+    ``PKUDigitalHealth/ECGFounder``), which others can download. A registry release is recorded by its registry
+    name (a repository holding several release files names the file exactly that way); the card's metadata names
+    its hub repository.
     """
+    given, trained = _registry_release(base_model), _registry_release(recorded)
+    if given is not None or (base_model is None and trained is not None):
+        variant = given or trained
+        if given is not None and trained is not None and given["name"] != trained["name"]:
+            # base_model names the repository that holds the release the run was trained on: keep that file
+            if find_variant_name(base_model) is None and (trained.get("release") or {}).get("repo_id") == \
+                    (given.get("release") or {}).get("repo_id"):
+                variant = trained
+            else:
+                raise HubError(f"The run was trained on the release {trained['name']!r} but base_model={base_model!r} "
+                               f"is {given['name']!r}: the adapter only fits the weights it was trained on.")
+        release = variant.get("release")
+        if not (isinstance(release, dict) and release.get("repo_id")):
+            from ..models.pretrained import external_release_message
+
+            hosted = isinstance(release, dict) and bool(release.get("url"))
+            raise HubError(
+                f"{variant['name']} is {'released on ' + release['host'] if hosted else 'not released on the Hub'}, "
+                "so nobody can fetch it from this model's card. Upload the converted backbone to the Hub, if its "
+                f"licence allows ({variant.get('redistribution', 'see the registry')}), and pass "
+                f"--base-model <namespace/name>." + (f" ({external_release_message(variant)})" if hosted else ""))
+        return str(variant["name"])
     if base_model is not None:
         if not _is_hub_id(base_model):
             raise HubError(f"base_model={base_model!r} is not a Hugging Face repo id (namespace/name), or it is a "

@@ -208,3 +208,69 @@ def _unreadable(path: str | os.PathLike, error: BaseException) -> ValueError:
         "with an unrestricted unpickler, which could run code stored in it, even with allow_pickle=True. "
         "Re-save the weights as safetensors (or with torch.save's default protocol) in a trusted environment."
     )
+
+
+# -- size overrides of a conversion (``ecg-adapt convert --config key=value``) -----------------------------------
+def config_fields(config_class: type) -> list[str]:
+    """The fields of a family's configuration class that a conversion may override: its own fields, without
+    those of transformers' ``PreTrainedConfig`` (output flags, dtype, ...), which say nothing about the weights."""
+    import dataclasses
+
+    from transformers import PreTrainedConfig
+
+    if dataclasses.is_dataclass(config_class):
+        base = {f.name for f in dataclasses.fields(PreTrainedConfig)} if dataclasses.is_dataclass(PreTrainedConfig) else set()
+        names = [f.name for f in dataclasses.fields(config_class) if f.name not in base]
+    else:  # a config written with an explicit __init__
+        import inspect
+
+        names = [n for n, p in inspect.signature(config_class.__init__).parameters.items()
+                 if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return [n for n in names if not n.startswith("_")]
+
+
+def override_flags(**fields: Any) -> str:
+    """How to give configuration fields to a conversion, for error messages: the CLI flags
+    (``--config vit_heads=N``); ``load_backbone`` takes the same keys in ``config_overrides``."""
+    cli = " ".join(f"--config {k}={v}" for k, v in fields.items())
+    return f"`{cli}` (ecg-adapt convert; the same keys in load_backbone's config_overrides)"
+
+
+def check_config_overrides(family: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` as a dict, after checking every key is a field of the family's configuration.
+
+    Raises:
+        ValueError: an unknown key, naming the ``--config`` flag and the valid keys.
+    """
+    overrides = dict(overrides or {})
+    if not overrides:
+        return overrides
+    known = config_fields(family.config_class)
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        raise ValueError(f"--config {unknown[0]}=...: {family.model_type} configurations have no field "
+                         f"{unknown[0]!r}{' (nor ' + ', '.join(map(repr, unknown[1:])) + ')' if unknown[1:] else ''}; "
+                         f"the fields are {known}")
+    return overrides
+
+
+def run_converter(family: Any, src: str | os.PathLike, dst: str | os.PathLike, *, allow_pickle: bool = False,
+                  config_overrides: Mapping[str, Any] | None = None) -> Any:
+    """Convert an original release with a family's converter, with size overrides (``--config``) checked first.
+
+    The converters read every size they can from the tensors; ``config_overrides`` gives what the tensors cannot
+    tell at a non-released width (head counts, head widths) and is applied over what they read.
+
+    Raises:
+        ValueError: an unknown override key, or a converter that takes no overrides.
+    """
+    import inspect
+
+    overrides = check_config_overrides(family, config_overrides or {})
+    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle}
+    if overrides:
+        if "config_overrides" not in inspect.signature(family.convert).parameters:
+            raise ValueError(f"--config: the {family.model_type} converter reads every size from the checkpoint and "
+                             "takes no overrides")
+        kwargs["config_overrides"] = overrides
+    return family.convert(src, dst, **kwargs)

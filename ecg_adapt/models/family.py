@@ -206,7 +206,9 @@ class BackboneFamily:
             ``model_type``).
         tiny_configs: named kwargs of tiny random models for tests; together they must cover every variant.
         released_variants: released weights: dicts with name, source, weights (where they live), licence,
-            redistribution, parameters, contract (and optionally config: the kwargs that build that size).
+            redistribution, parameters, contract (and optionally config: the kwargs that build that size), and
+            ``release``: where the original file lives, as data (:func:`validate_release`), which
+            :func:`~ecg_adapt.models.pretrained.resolve_pretrained` downloads and converts.
         variant_of: the family key of a config (default: ``model_type``); needed when ``variants`` has several.
 
     Example:
@@ -337,6 +339,62 @@ class BackboneFamily:
         for v in self.released_variants:
             if "name" not in v:
                 raise ValueError(f"{where}: a released variant has no 'name'")
+            if "release" in v:  # optional (older records lack it); when present it must be well-formed
+                validate_release(v["release"], f"{where}, released variant {v['name']!r}")
+
+
+#: Keys of a hub-hosted ``release``: required, then optional.
+HUB_RELEASE_KEYS: tuple[tuple[str, ...], tuple[str, ...]] = (("repo_id", "filename", "revision"), ("also",))
+#: Keys of a release hosted elsewhere (Google Drive, figshare, Zenodo, ...): required, then optional.
+EXTERNAL_RELEASE_KEYS: tuple[tuple[str, ...], tuple[str, ...]] = (("url", "host", "filename"), ())
+
+
+def validate_release(release: Any, where: str) -> None:
+    """Check the structured ``release`` field of a released variant (where its original weights live).
+
+    Three shapes are accepted:
+
+    * hub-hosted: ``{"repo_id": "org/name", "filename": "file.pth", "revision": "<40-hex commit>" | None}``,
+      optionally ``"also": ["config.json"]`` (sibling files the converter reads beside ``filename``);
+    * hosted elsewhere: ``{"url": "https://...", "host": "Google Drive" | "figshare" | "Zenodo" | ...,
+      "filename": "file.pth"}``;
+    * ``None``: the architecture is defined but no weights were released.
+
+    Raises:
+        ValueError: naming ``where`` and what is malformed.
+    """
+    if release is None:
+        return
+    if not isinstance(release, Mapping):
+        raise ValueError(f"{where}: 'release' must be a dict or None, not {type(release).__name__}")
+    kind = "hub" if "repo_id" in release else "external" if "url" in release else None
+    if kind is None:
+        raise ValueError(f"{where}: 'release' needs 'repo_id' (hub-hosted) or 'url' (hosted elsewhere); got "
+                         f"{sorted(release)}")
+    required, optional = HUB_RELEASE_KEYS if kind == "hub" else EXTERNAL_RELEASE_KEYS
+    missing = [k for k in required if k not in release]
+    unknown = sorted(set(release) - set(required) - set(optional))
+    if missing or unknown:
+        raise ValueError(f"{where}: a {kind} 'release' has keys {list(required)}"
+                         f"{' (optionally ' + ', '.join(optional) + ')' if optional else ''}; "
+                         f"missing {missing}, unknown {unknown}")
+    if not isinstance(release["filename"], str) or not release["filename"] or release["filename"].startswith("/"):
+        raise ValueError(f"{where}: release 'filename' must be a relative file name, got {release['filename']!r}")
+    if kind == "hub":
+        if not isinstance(release["repo_id"], str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", release["repo_id"]):
+            raise ValueError(f"{where}: release 'repo_id' must be 'namespace/name', got {release['repo_id']!r}")
+        revision = release["revision"]
+        if revision is not None and not (isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}", revision)):
+            raise ValueError(f"{where}: release 'revision' must be a full 40-hex commit id or None (not pinned), "
+                             f"got {revision!r}")
+        also = release.get("also", [])
+        if not isinstance(also, (list, tuple)) or not all(isinstance(a, str) and a for a in also):
+            raise ValueError(f"{where}: release 'also' must be a list of file names, got {also!r}")
+    else:
+        if not isinstance(release["url"], str) or not release["url"].startswith(("https://", "http://")):
+            raise ValueError(f"{where}: release 'url' must be an http(s) URL, got {release['url']!r}")
+        if not isinstance(release["host"], str) or not release["host"]:
+            raise ValueError(f"{where}: release 'host' must name where the file lives (e.g. 'Google Drive')")
 
 
 class _KwargsView:

@@ -16,6 +16,7 @@ import logging
 import os
 import pkgutil
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .family import BackboneFamily
@@ -184,29 +185,76 @@ def _read_model_type(name_or_path: str | os.PathLike, revision: str | None = Non
     return config_dict.get("model_type", "")
 
 
-def load_backbone(name_or_path: str | os.PathLike, revision: str | None = None, **kwargs: Any) -> PreTrainedModel:
-    """Load a backbone from a local folder or a hub id, HF-style.
+def load_backbone(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    *,
+    family: str | None = None,
+    filename: str | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    allow_pickle: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """Load a backbone, HF-style, from whatever names it.
 
-    Works on ecg_adapt's converted folders and on the original HuBERT-ECG Hugging Face release (its
-    ``auto_map`` to remote code is ignored: the architecture is ecg_adapt's own, so no
-    ``trust_remote_code`` is needed).
+    ``name_or_path`` may be (see :mod:`ecg_adapt.models.pretrained`):
+
+    * a registry name (``"ecgfounder-12lead"``, ``"ecg-fm-pretrained"``, ``"hubert-ecg-small"``; ``ecg-adapt
+      models`` lists them): the original release is downloaded from the Hub, converted once and cached;
+    * an original hub repository (``"PKUDigitalHealth/ECGFounder"``, ``"wanglab/ecg-fm"``): its default release,
+      or the one ``filename=`` names;
+    * a converted folder, or a hub id of a repository in ecg_adapt's format;
+    * a local original release file (``"multiblock_epoch100.pth"``, ``"res18_best_encoder.pth"``, a ``.ckpt``),
+      with ``family=`` when its name does not tell.
+
+    Releases hosted off the Hub (Google Drive, figshare, Zenodo) raise an error naming the URL and the call to make
+    once the file is downloaded. ``HF_HUB_OFFLINE=1`` loads from the Hugging Face and conversion caches.
+
+    Args:
+        revision: hub revision (overrides the registry's pinned one).
+        family: the family of a local original file whose name does not tell.
+        filename: the release file of a hub repository holding several.
+        config_overrides: configuration fields the converter cannot read from the tensors (non-released widths), e.g.
+            ``{"vit_heads": 4, "vit_dim_head": 32}``.
+        allow_pickle: read checkpoints that pickle Python objects (built inert, no code runs); default: true for
+            registry releases, false for other files.
+        cache_dir: the conversion cache (default ``$ECG_ADAPT_CACHE/converted`` or ``~/.cache/ecg_adapt/converted``).
+        **kwargs: passed to ``from_pretrained``.
+
+    The model's ``name_or_path`` is the registry name for a registry release (so a classifier built on it records
+    a name that resolves to the same file), and its config's ``converted_from`` records repository, file, commit,
+    sha256 and converter version.
 
     Example:
-        >>> backbone = load_backbone("Edoardo-BS/hubert-ecg-small")   # doctest: +SKIP
+        >>> backbone = load_backbone("ecgfounder-12lead")                                  # doctest: +SKIP
+        >>> backbone = load_backbone("wanglab/ecg-fm")                                     # doctest: +SKIP
+        >>> backbone = load_backbone("weights/res18_best_encoder.pth", family="merl")      # doctest: +SKIP
     """
-    model_type = _read_model_type(name_or_path, revision)
-    family = get_family(model_type)
-    model = family.model_class.from_pretrained(str(name_or_path), revision=revision, **kwargs)
-    model.name_or_path = str(name_or_path)
+    from .pretrained import resolve_pretrained
+
+    resolved = resolve_pretrained(name_or_path, revision=revision, family=family, filename=filename,
+                                  config_overrides=config_overrides,
+                                  allow_pickle=allow_pickle, cache_dir=cache_dir)
+    model_type = _read_model_type(resolved.path, resolved.revision)
+    model = get_family(model_type).model_class.from_pretrained(resolved.path, revision=resolved.revision, **kwargs)
+    model.name_or_path = resolved.name_or_path
+    if resolved.source:  # what this call fetched (commit, file, hash), also on a conversion-cache hit
+        model.config.converted_from = resolved.source
     return model
 
 
-def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | None = None, revision: str | None = None) -> ECGProcessor:
+def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | None = None, revision: str | None = None,
+                   **resolve_kwargs: Any) -> ECGProcessor:
     """The processor saved next to a backbone, or the family's default preprocessing when none was saved
-    (original releases do not ship a ``preprocessor_config.json``)."""
+    (original releases do not ship a ``preprocessor_config.json``). ``name_or_path`` is resolved as
+    :func:`load_backbone` resolves it (``resolve_kwargs``: its ``family``, ``filename``, ``config_overrides``, ...)."""
     from ..processing.processor import ECGProcessor
+    from .pretrained import resolve_pretrained
 
     register_all_with_transformers()  # AutoConfig must know every family below
+    resolved = resolve_pretrained(name_or_path, revision=revision, **resolve_kwargs)
+    name_or_path, revision = resolved.path, resolved.revision
     path = Path(name_or_path)
     has_saved = (path / "preprocessor_config.json").exists() if path.is_dir() else None
     if has_saved is not False:

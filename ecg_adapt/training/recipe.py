@@ -41,7 +41,9 @@ class ModelArgs:
     """``model:`` — the backbone and the head."""
 
     model_name_or_path: str | None = None
-    """Backbone folder (a converted release) or hub id. ``null`` is only for the offline demo: ``ecg-adapt demo`` /
+    """What ``load_backbone`` takes: a registry name (``ecgfounder-12lead``; ``ecg-adapt models`` lists them), an
+    original hub repository (``PKUDigitalHealth/ECGFounder``), a local original release file, a converted folder, or
+    a hub id in ecg_adapt's format. ``null`` is only for the offline demo: ``ecg-adapt demo`` /
     ``ecg-adapt train`` then build a small random-weight HuBERT-ECG-shaped backbone (``ecg_adapt.demo``)."""
     revision: str | None = None
     """Branch, tag or commit of a hub backbone."""

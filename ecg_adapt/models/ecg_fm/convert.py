@@ -37,6 +37,7 @@ from torch import nn
 
 from ...processing.contract import STANDARD_12_LEADS, SignalContract
 from ..conversion import (
+    override_flags,
     ConversionReport,
     canonical_weight_norm_keys,
     drop_keys,
@@ -254,16 +255,19 @@ def _parse_leads(spec: Any) -> list[str]:
 
 
 def config_from_checkpoint(
-    state_dict: dict[str, torch.Tensor], cfg: dict[str, Any] | None, report: ECGFMConversionReport | None = None
+    state_dict: dict[str, torch.Tensor], cfg: dict[str, Any] | None, report: ECGFMConversionReport | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> ECGFMConfig:
     """Build the :class:`ECGFMConfig` of a canonicalised state dict: sizes from the tensors, the rest from
-    ``cfg['model']`` (or the released architecture when there is no cfg).
+    ``cfg['model']`` (or the released architecture when there is no cfg); ``config_overrides``
+    (``ecg-adapt convert --config``) replaces any field, and gives strides and heads a file without cfg lacks.
 
     Raises:
         ValueError: the tensors do not look like ECG-FM, disagree with the cfg, or need a setting that neither
             the cfg nor the released architecture gives.
     """
     report = report or ECGFMConversionReport()
+    overrides = dict(config_overrides or {})
     model_cfg = dict((cfg or {}).get("model") or {})
     task_cfg = dict((cfg or {}).get("task") or {})
     conv_idx = sorted(
@@ -304,20 +308,25 @@ def config_from_checkpoint(
                 f"(dims {conv_dim}, kernels {conv_kernel})"
             )
         kwargs["conv_stride"] = [s for _, _, s in layers]
+    elif "conv_stride" in overrides:
+        kwargs["conv_stride"] = list(overrides["conv_stride"])
     elif conv_kernel == RELEASED_ARCHITECTURE["conv_kernel"]:
         kwargs["conv_stride"] = list(RELEASED_ARCHITECTURE["conv_stride"])
         report.notes.append("no cfg: conv strides taken from the released architecture")
     else:
-        raise ValueError(f"conv kernels {conv_kernel} are not the released ones and the file has no cfg to give the strides")
+        raise ValueError(f"conv kernels {conv_kernel} are not the released ones and the file has no cfg to give the "
+                         f"strides: give them with {override_flags(conv_stride='[...]')}")
     if "encoder_attention_heads" in model_cfg:
         kwargs["num_attention_heads"] = int(model_cfg["encoder_attention_heads"])
+    elif "num_attention_heads" in overrides:
+        kwargs["num_attention_heads"] = int(overrides["num_attention_heads"])
     elif hidden == RELEASED_ARCHITECTURE["hidden_size"]:
         kwargs["num_attention_heads"] = RELEASED_ARCHITECTURE["num_attention_heads"]
         report.notes.append("no cfg: attention heads taken from the released architecture")
     else:
         raise ValueError(
             f"hidden size {hidden} is not the released one ({RELEASED_ARCHITECTURE['hidden_size']}) and the file has no "
-            "cfg to give the number of attention heads"
+            f"cfg to give the number of attention heads: give it with {override_flags(num_attention_heads='N')}"
         )
     kwargs["layer_norm_first"] = bool(model_cfg.get("layer_norm_first", False))
     for name in ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim", "conv_pos", "conv_pos_groups", "in_d"):
@@ -348,11 +357,13 @@ def config_from_checkpoint(
                 f"the checkpoint was trained with task.{flag}=true, which the default ECG-FM processor does not apply"
             )
             logger.warning("ECG-FM checkpoint trained with task.%s=true: the default preprocessing differs", flag)
+    kwargs.update(overrides)
     return ECGFMConfig(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[ECGFMModel, ECGFMConversionReport]:
+def load_original(src: str | Path, allow_pickle: bool = False,
+                  config_overrides: dict[str, Any] | None = None) -> tuple[ECGFMModel, ECGFMConversionReport]:
     """Load an original ECG-FM checkpoint (pretrained or fine-tuned ``.pt``) into :class:`ECGFMModel` (eval mode).
 
     Returns the model and a report: stripped prefix, renamed weight-norm keys, dropped keys (pretraining modules
@@ -378,7 +389,7 @@ def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[ECGFMMod
     state_dict, report = canonicalise_state_dict(ckpt["model"])
     cfg = ckpt["cfg"]
     report.source_model = ((cfg or {}).get("model") or {}).get("_name")
-    config = config_from_checkpoint(state_dict, cfg, report)
+    config = config_from_checkpoint(state_dict, cfg, report, config_overrides)
     model = ECGFMModel(config)
     load_strict(model, state_dict, what=f"ECG-FM checkpoint {src}")
     logger.info("Loaded ECG-FM from %s: %s", src, report.summary())
@@ -412,13 +423,14 @@ def load_original_classifier(src: str | Path, allow_pickle: bool = False) -> tup
     return ECGFMOriginalClassifier(backbone, report.head).eval(), report
 
 
-def convert_ecg_fm(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> ECGFMConversionReport:
+def convert_ecg_fm(src: str | Path, dst: str | Path, allow_pickle: bool = False,
+                   config_overrides: dict[str, Any] | None = None) -> ECGFMConversionReport:
     """Convert an original ECG-FM checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``). The optimiser state, pretraining modules and fine-tuned head are left out.
 
     Example:
         >>> convert_ecg_fm("mimic_iv_ecg_physionet_pretrained.pt", "converted/ecg-fm")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle)
+    model, report = load_original(src, allow_pickle=allow_pickle, config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

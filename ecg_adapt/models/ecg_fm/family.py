@@ -72,6 +72,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "family": "ecg_fm",
         "source": f"{_ECG_FM} (model code: {_FAIRSEQ_SIGNALS}, class Wav2Vec2CMSCModel 'wav2vec2_cmsc')",
         "weights": "https://huggingface.co/wanglab/ecg-fm/blob/main/mimic_iv_ecg_physionet_pretrained.pt",
+        "release": {"repo_id": "wanglab/ecg-fm", "filename": "mimic_iv_ecg_physionet_pretrained.pt", "revision": None},
         "licence": "MIT (code: fairseq-signals (c) 2023 Jungwoo Oh, ECG-FM (c) 2024 WangLab @ U of T; HF weights: MIT)",
         "redistribution": "allowed by the MIT licence (keep the copyright notice); ecg_adapt links to and converts the original",
         "parameters": 90_373_248,
@@ -87,6 +88,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "source": f"{_ECG_FM} (model code: {_FAIRSEQ_SIGNALS}, class ECGTransformerClassificationModel "
         "'ecg_transformer_classifier')",
         "weights": "https://huggingface.co/wanglab/ecg-fm/blob/main/mimic_iv_ecg_finetuned.pt",
+        "release": {"repo_id": "wanglab/ecg-fm", "filename": "mimic_iv_ecg_finetuned.pt", "revision": None},
         "licence": "MIT (code: fairseq-signals (c) 2023 Jungwoo Oh, ECG-FM (c) 2024 WangLab @ U of T; HF weights: MIT)",
         "redistribution": "allowed by the MIT licence (keep the copyright notice); ecg_adapt links to and converts the original",
         "parameters": 90_373_248,

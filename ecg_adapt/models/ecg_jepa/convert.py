@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..conversion import (
+    override_flags,
     ConversionReport,
     drop_keys,
     load_strict,
@@ -109,8 +110,8 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor], num_attention_he
         if num_attention_heads is None:
             raise ValueError(
                 f"hidden size {hidden} is not a released ECG-JEPA size ({sorted(by_width)}): the number of attention "
-                "heads is not stored in the checkpoint, pass num_attention_heads= (e.g. encoder_num_heads of the "
-                "original ecg_jepa(...) call)"
+                f"heads is not stored in the checkpoint; give it (encoder_num_heads of the original ecg_jepa(...) "
+                f"call) with {override_flags(num_attention_heads='N')}"
             )
     # The positional table has c * p rows. The original always builds c = 8 lead slots; p follows.
     rows = int(state_dict["pos_embed"].shape[0])
@@ -141,6 +142,7 @@ def load_original(
     *,
     num_attention_heads: int | None = None,
     leads: list[int] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[ECGJEPAModel, ConversionReport]:
     """Load an original ECG-JEPA checkpoint (as distributed) into :class:`ECGJEPAModel`, in eval mode.
 
@@ -150,6 +152,8 @@ def load_original(
         num_attention_heads: the head count when the width is not a released size (768 → 16).
         leads: a subset of the 8 lead slots (indices into I, II, V1-V6) to build a reduced-lead encoder, as
             ``models.load_encoder(ckpt, leads=...)`` does; ``None`` keeps all 8.
+        config_overrides: configuration fields to set over what the tensors give (``ecg-adapt convert --config``;
+            ``num_attention_heads`` here is the same as the argument).
 
     Raises:
         ValueError: not an ECG-JEPA checkpoint, unknown head count, or a pickle without ``allow_pickle``.
@@ -168,9 +172,11 @@ def load_original(
     state_dict, key_report = canonicalise_state_dict(raw)
     report.dropped.extend(key_report.dropped)
     report.stripped_prefix = key_report.stripped_prefix
-    kwargs = infer_config_kwargs(state_dict, num_attention_heads)
+    overrides = dict(config_overrides or {})
+    kwargs = infer_config_kwargs(state_dict, overrides.get("num_attention_heads", num_attention_heads))
     if leads is not None:
         kwargs["leads"] = list(leads)
+    kwargs.update(overrides)
     model = ECGJEPAModel(ECGJEPAConfig(**kwargs))
     load_strict(model, state_dict, what=f"ECG-JEPA checkpoint {src}")
     logger.info("Loaded ECG-JEPA from %s: %s", src, report.summary())
@@ -184,6 +190,7 @@ def convert_ecg_jepa(
     *,
     num_attention_heads: int | None = None,
     leads: list[int] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> ConversionReport:
     """Convert an original ECG-JEPA checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json`` with the linear-evaluation preprocessing).
@@ -191,6 +198,7 @@ def convert_ecg_jepa(
     Example:
         >>> convert_ecg_jepa("weights/multiblock_epoch100.pth", "converted/ecg-jepa-multiblock")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle, num_attention_heads=num_attention_heads, leads=leads)
+    model, report = load_original(src, allow_pickle=allow_pickle, num_attention_heads=num_attention_heads, leads=leads,
+                                  config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

@@ -63,6 +63,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "family": "ecg_jepa",
         "source": f"{_SOURCE} (commit {_COMMIT[:7]}; paper arXiv 2410.08559)",
         "weights": _WEIGHTS[masking],
+        "release": {"url": _WEIGHTS[masking].split(" ")[0], "host": "Google Drive", "filename": f"{masking}_epoch100.pth"},
         "licence": "MIT (code); the checkpoints carry no licence statement of their own",
         "redistribution": "unclear for the weights (no licence on the Google Drive files): link and convert, do not re-host",
         "parameters": _RELEASED_PARAMETERS,

@@ -186,7 +186,8 @@ def _find_checkpoint(src: Path) -> Path:
 
 
 def load_original(
-    src: str | Path, allow_pickle: bool = False, keep_pretrained_head: bool = True
+    src: str | Path, allow_pickle: bool = False, keep_pretrained_head: bool = True,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[ECGFounderModel, ConversionReport]:
     """Load an original ECGFounder checkpoint into :class:`ECGFounderModel` (eval mode).
 
@@ -203,7 +204,8 @@ def load_original(
     raw, other_entries = read_checkpoint(path, allow_pickle=allow_pickle)
     state_dict, report = canonicalise_state_dict(raw, keep_pretrained_head=keep_pretrained_head)
     report.dropped.extend(f"checkpoint[{name!r}]" for name in other_entries)
-    config = ECGFounderConfig(**infer_config_kwargs(state_dict))
+    # ``config_overrides`` (``ecg-adapt convert --config``): what the tensors cannot tell (stride, dropout use).
+    config = ECGFounderConfig(**{**infer_config_kwargs(state_dict), **(config_overrides or {})})
     model = ECGFounderModel(config)
     load_strict(model, state_dict, what=f"ECGFounder checkpoint {path}")
     logger.info("Loaded ECGFounder from %s: %s", path, report.summary())
@@ -211,7 +213,8 @@ def load_original(
 
 
 def convert_ecgfounder(
-    src: str | Path, dst: str | Path, allow_pickle: bool = False, keep_pretrained_head: bool = True
+    src: str | Path, dst: str | Path, allow_pickle: bool = False, keep_pretrained_head: bool = True,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> ConversionReport:
     """Convert an original ECGFounder checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json`` with the ``dataset.py`` preprocessing).
@@ -219,6 +222,7 @@ def convert_ecgfounder(
     Example:
         >>> convert_ecgfounder("12_lead_ECGFounder.pth", "converted/ecgfounder-12lead")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle, keep_pretrained_head=keep_pretrained_head)
+    model, report = load_original(src, allow_pickle=allow_pickle, keep_pretrained_head=keep_pretrained_head,
+                                  config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

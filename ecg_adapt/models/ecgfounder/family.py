@@ -71,7 +71,8 @@ RELEASED_ARCHITECTURE: dict[str, Any] = {
     "use_do": False,
 }
 
-_WEIGHTS = "https://huggingface.co/PKUDigitalHealth/ECGFounder"
+_REPO_ID = "PKUDigitalHealth/ECGFounder"
+_WEIGHTS = f"https://huggingface.co/{_REPO_ID}"
 # Parameter counts include the 150-label head ``dense`` and the BatchNorm affine parameters, which are stored
 # but never applied (use_bn=False), i.e. they count what the released state_dict holds. ``parameters_backbone``
 # leaves the head out. tests/test_ecgfounder.py recomputes both from the config.
@@ -81,6 +82,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "family": "ecgfounder",
         "source": "https://github.com/PKUDigitalHealth/ECGFounder",
         "weights": f"{_WEIGHTS} ({filename}; torch.save dict, weights under 'state_dict')",
+        "release": {"repo_id": _REPO_ID, "filename": filename, "revision": None},
         "licence": "MIT (code); the licence of the Hugging Face weight files was not verified",
         "redistribution": "link and convert (ecg_adapt does not re-host the weights; their licence is unverified)",
         "parameters": params,

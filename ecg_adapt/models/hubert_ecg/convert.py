@@ -23,7 +23,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file
@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from ..conversion import (
     ConversionReport,
     canonical_weight_norm_keys,
+    override_flags,
     drop_keys,
     _unreadable,
     inert_stand_ins,
@@ -61,8 +62,9 @@ def canonicalise_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[s
     return sd, report
 
 
-def infer_config_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Read the architecture from tensor shapes; heads come from the released size table (by hidden size)."""
+def infer_config_kwargs(state_dict: dict[str, torch.Tensor], num_attention_heads: int | None = None) -> dict[str, Any]:
+    """Read the architecture from tensor shapes; heads come from ``num_attention_heads`` or the released size
+    table (by hidden size)."""
     try:
         hidden, conv_out = state_dict["feature_projection.projection.weight"].shape
     except KeyError as e:
@@ -72,11 +74,12 @@ def infer_config_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     n_layers = len({int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.(\d+)\.", k))})
     inter = state_dict["encoder.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
     g = state_dict.get("encoder.pos_conv_embed.conv.parametrizations.weight.original1")
-    heads = {v["hidden_size"]: v["num_attention_heads"] for v in RELEASED_SIZES.values()}.get(int(hidden))
+    heads = num_attention_heads or {v["hidden_size"]: v["num_attention_heads"] for v in RELEASED_SIZES.values()}.get(int(hidden))
     if heads is None:
         raise ValueError(
-            f"hidden size {hidden} is not a released HuBERT-ECG size ({sorted(v['hidden_size'] for v in RELEASED_SIZES.values())}); "
-            "pass the original config.json so the number of attention heads is known"
+            f"hidden size {hidden} is not a released HuBERT-ECG size ({sorted(v['hidden_size'] for v in RELEASED_SIZES.values())}) "
+            f"and the number of attention heads is not stored in the tensors: convert the folder with the original "
+            f"config.json, or give it with {override_flags(num_attention_heads='N')}"
         )
     kwargs: dict[str, Any] = {
         "hidden_size": int(hidden),
@@ -137,8 +140,11 @@ def read_legacy_checkpoint(path: str | Path, allow_pickle: bool = False) -> tupl
     raise ValueError(f"{path}: not a HuBERT-ECG checkpoint (expected 'model_state_dict' or a bare state dict)")
 
 
-def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[HubertECGModel, ConversionReport]:
+def load_original(src: str | Path, allow_pickle: bool = False,
+                  config_overrides: Mapping[str, Any] | None = None) -> tuple[HubertECGModel, ConversionReport]:
     """Load an original HuBERT-ECG release (folder or safetensors file) into :class:`HubertECGModel`.
+
+    ``config_overrides`` replaces configuration fields read from the release (``ecg-adapt convert --config``).
 
     Raises:
         FileNotFoundError: no weights in the folder.
@@ -171,7 +177,8 @@ def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[HubertEC
         known = set(HubertECGConfig.__dataclass_fields__)
         kwargs = {k: v for k, v in config_dict.items() if k not in _NON_MODEL_FIELDS and k in known}
     else:
-        kwargs = infer_config_kwargs(state_dict)
+        kwargs = infer_config_kwargs(state_dict, (config_overrides or {}).get("num_attention_heads"))
+    kwargs.update(config_overrides or {})
     config = HubertECGConfig(**kwargs)
     # masked_spec_embed exists in the model only when the config asks for masking; keep them consistent
     if "masked_spec_embed" in state_dict and not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
@@ -182,13 +189,14 @@ def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[HubertEC
     return model.eval(), report
 
 
-def convert_hubert_ecg(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> ConversionReport:
+def convert_hubert_ecg(src: str | Path, dst: str | Path, allow_pickle: bool = False,
+                       config_overrides: Mapping[str, Any] | None = None) -> ConversionReport:
     """Convert an original HuBERT-ECG release to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``).
 
     Example:
         >>> convert_hubert_ecg("hubert-ecg-small", "converted/hubert-ecg-small")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle)
+    model, report = load_original(src, allow_pickle=allow_pickle, config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

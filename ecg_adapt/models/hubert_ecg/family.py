@@ -46,6 +46,9 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "family": "hubert_ecg",
         "source": _HUBERT_SOURCE,
         "weights": f"https://huggingface.co/Edoardo-BS/hubert-ecg-{size}",
+        # A Hugging Face folder: the converter reads config.json beside the weights (its remote code is not run).
+        "release": {"repo_id": f"Edoardo-BS/hubert-ecg-{size}", "filename": "model.safetensors", "revision": None,
+                    "also": ["config.json"]},
         "licence": "CC BY-NC 4.0 (code and weights; non-commercial use only)",
         "redistribution": "link and convert (ecg_adapt does not re-host the weights)",
         "parameters": params,

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..conversion import (
+    override_flags,
     ConversionReport,
     drop_keys,
     load_strict,
@@ -101,10 +102,12 @@ def _indices(state_dict: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))})
 
 
-def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Read the architecture from tensor shapes (``state_dict`` already canonicalised)."""
+def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor],
+                        config_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read the architecture from tensor shapes (``state_dict`` already canonicalised); ``config_overrides``
+    gives the ViT head split (``vit_heads``, ``vit_dim_head``) that the fused q/k/v weight cannot tell."""
     if "to_patch_embedding.weight" in state_dict:
-        return _infer_vit(state_dict)
+        return _infer_vit(state_dict, config_overrides or {})
     if "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
         return _infer_resnet(state_dict)
     raise ValueError(
@@ -130,16 +133,22 @@ def _infer_resnet(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def _infer_vit(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def _infer_vit(sd: Mapping[str, torch.Tensor], overrides: Mapping[str, Any]) -> dict[str, Any]:
     width, n_leads, patch = (int(s) for s in sd["to_patch_embedding.weight"].shape)
     if "pos_embedding" not in sd or "block0.attn.fn.to_qkv.weight" not in sd:
         raise ValueError("ViT state dict lacks 'pos_embedding' or 'block0.attn.fn.to_qkv.weight'")
     n_patches = int(sd["pos_embedding"].shape[1])
     inner = int(sd["block0.attn.fn.to_qkv.weight"].shape[0]) // 3
-    if inner % ORIGINAL_VIT_DIM_HEAD != 0:
+    # The fused q/k/v holds heads * dim_head rows: any split fits the tensors, so an override decides it.
+    dim_head = int(overrides.get("vit_dim_head") or (inner // int(overrides["vit_heads"]) if overrides.get("vit_heads")
+                                                     else ORIGINAL_VIT_DIM_HEAD))
+    heads = int(overrides.get("vit_heads") or inner // dim_head)
+    if heads * dim_head != inner:
+        how = (f"vit_heads={heads} x vit_dim_head={dim_head} = {heads * dim_head}"
+               if overrides else f"it is not a multiple of {ORIGINAL_VIT_DIM_HEAD}, the dim_head of every original MERL ViT")
         raise ValueError(
-            f"the attention width heads*dim_head = {inner} is not a multiple of {ORIGINAL_VIT_DIM_HEAD} (the dim_head "
-            "of every original MERL ViT): pass config_overrides={'vit_heads': ..., 'vit_dim_head': ...}"
+            f"the attention width heads * dim_head of this checkpoint is {inner} ({how}): give the split with "
+            f"{override_flags(vit_heads='H', vit_dim_head=f'{inner}/H')}"
         )
     return {
         "encoder_type": "vit",
@@ -148,8 +157,8 @@ def _infer_vit(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         "vit_patch_size": patch,
         "vit_width": width,
         "vit_depth": len(_indices(sd, r"block(\d+)\.")),
-        "vit_heads": inner // ORIGINAL_VIT_DIM_HEAD,
-        "vit_dim_head": ORIGINAL_VIT_DIM_HEAD,
+        "vit_heads": heads,
+        "vit_dim_head": dim_head,
         "vit_mlp_dim": int(sd["block0.ff.fn.net.0.weight"].shape[0]),
         "vit_qkv_bias": "block0.attn.fn.to_qkv.bias" in sd,
     }
@@ -160,8 +169,8 @@ def load_original(
 ) -> tuple[MERLModel, ConversionReport]:
     """Load an original MERL encoder (or whole CLIP) checkpoint into :class:`MERLModel` (eval mode).
 
-    ``config_overrides`` replaces inferred :class:`MERLConfig` fields (only needed for a ViT whose
-    ``dim_head`` is not 64, which no original factory builds).
+    ``config_overrides`` replaces inferred :class:`MERLConfig` fields (``ecg-adapt convert --config``; only
+    needed for a ViT whose ``dim_head`` is not 64, which no original factory builds).
 
     Raises:
         ValueError: not a MERL checkpoint, or a pickle that needs ``allow_pickle=True``.
@@ -169,7 +178,7 @@ def load_original(
     """
     raw = read_checkpoint(src, allow_pickle=allow_pickle)
     state_dict, report = canonicalise_state_dict(raw)
-    kwargs = infer_config_kwargs(state_dict)
+    kwargs = infer_config_kwargs(state_dict, config_overrides)
     kwargs.update(config_overrides or {})
     model = MERLModel(MERLConfig(**kwargs))
     load_strict(model, state_dict, what=f"MERL checkpoint {src}")
@@ -177,13 +186,14 @@ def load_original(
     return model.eval(), report
 
 
-def convert_merl(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> ConversionReport:
+def convert_merl(src: str | Path, dst: str | Path, allow_pickle: bool = False,
+                 config_overrides: dict[str, Any] | None = None) -> ConversionReport:
     """Convert an original MERL checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``).
 
     Example:
         >>> convert_merl("res18_best_encoder.pth", "converted/merl-resnet18")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle)
+    model, report = load_original(src, allow_pickle=allow_pickle, config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

@@ -88,6 +88,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "name": "merl-resnet18",
         **_COMMON_VARIANT_FIELDS,
         "file": "res18_best_encoder.pth (bare state_dict; the whole CLIP model is res18_best_ckpt.pth)",
+        "release": {"url": _WEIGHTS_URL, "host": "Google Drive", "filename": "res18_best_encoder.pth"},
         "parameters": 3_848_832,
         "parameters_in_file": 3_853_962,  # + the untrained linear (10, 512) + (10,) that the converter drops
         "features": 512,
@@ -97,6 +98,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "name": "merl-vit-tiny",
         **_COMMON_VARIANT_FIELDS,
         "file": "vit_tiny_best_encoder.pth (bare state_dict; the whole CLIP model is vit_tiny_best_ckpt.pth)",
+        "release": {"url": _WEIGHTS_URL, "host": "Google Drive", "filename": "vit_tiny_best_encoder.pth"},
         "parameters": 5_473_152,
         "parameters_in_file": 5_473_152,
         "features": 192,

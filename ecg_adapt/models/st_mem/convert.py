@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..conversion import (
+    override_flags,
     ConversionReport,
     drop_keys,
     load_strict,
@@ -126,13 +127,19 @@ def _heads_from(inner: int, width: int, model_kwargs: Mapping[str, Any] | None) 
     if inner % ORIGINAL_HEAD_DIM:
         raise ValueError(
             f"cannot tell the number of attention heads: to_qkv has 3 x {inner} rows, width {width} is not a released "
-            f"size and {inner} is not a multiple of the original head width {ORIGINAL_HEAD_DIM}"
+            f"size and {inner} is not a multiple of the original head width {ORIGINAL_HEAD_DIM}: give them with "
+            f"{override_flags(num_attention_heads='H', head_dim=f'{inner}/H')}"
         )
     return inner // ORIGINAL_HEAD_DIM, ORIGINAL_HEAD_DIM, f"the original fixed head_dim={ORIGINAL_HEAD_DIM}"
 
 
-def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor], model_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read the architecture from tensor shapes (heads: see :func:`_heads_from`)."""
+def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor], model_kwargs: Mapping[str, Any] | None = None,
+                        config_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read the architecture from tensor shapes (heads: see :func:`_heads_from`; ``config_overrides``
+    ``num_attention_heads``/``head_dim`` come before the checkpoint's own config)."""
+    overrides = config_overrides or {}
+    if overrides.get("num_attention_heads"):
+        model_kwargs = {"heads": overrides["num_attention_heads"], "dim_head": overrides.get("head_dim")}
     try:
         pos = state_dict["pos_embedding"]
         patch_ln = state_dict["to_patch_embedding.1.weight"]
@@ -144,7 +151,7 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor], model_kwargs: Ma
     inner = int(qkv.shape[0]) // 3
     heads, head_dim, source = _heads_from(inner, width, model_kwargs)
     logger.info("ST-MEM: %d heads of %d (from %s)", heads, head_dim, source)
-    return {
+    return {**{
         "seq_len": num_patches * patch_size,
         "patch_size": patch_size,
         "num_leads": _count_indexed(state_dict, r"lead_embeddings\.(\d+)$"),
@@ -154,10 +161,11 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor], model_kwargs: Ma
         "head_dim": head_dim,
         "intermediate_size": int(mlp.shape[0]),
         "qkv_bias": "block0.attn.fn.to_qkv.bias" in state_dict,
-    }
+    }, **overrides}
 
 
-def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[STMEMModel, ConversionReport]:
+def load_original(src: str | Path, allow_pickle: bool = False,
+                  config_overrides: Mapping[str, Any] | None = None) -> tuple[STMEMModel, ConversionReport]:
     """Load an original ST-MEM checkpoint file into :class:`STMEMModel` (eval mode).
 
     Raises:
@@ -181,14 +189,15 @@ def load_original(src: str | Path, allow_pickle: bool = False) -> tuple[STMEMMod
     state_dict, report = canonicalise_state_dict(container["model"], report)
     config_dict = container.get("config")
     model_kwargs = config_dict.get("model") if isinstance(config_dict, Mapping) else None
-    config = STMEMConfig(**infer_config_kwargs(state_dict, model_kwargs))
+    config = STMEMConfig(**infer_config_kwargs(state_dict, model_kwargs, config_overrides))
     model = STMEMModel(config)
     load_strict(model, state_dict, what=f"ST-MEM checkpoint {src}")
     logger.info("Loaded ST-MEM from %s: %s", src, report.summary())
     return model.eval(), report
 
 
-def convert_st_mem(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> ConversionReport:
+def convert_st_mem(src: str | Path, dst: str | Path, allow_pickle: bool = False,
+                   config_overrides: Mapping[str, Any] | None = None) -> ConversionReport:
     """Convert an original ST-MEM checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``). The result is for the user's own use: the licence does not allow
     redistributing the weights.
@@ -196,6 +205,6 @@ def convert_st_mem(src: str | Path, dst: str | Path, allow_pickle: bool = False)
     Example:
         >>> convert_st_mem("st_mem_vit_base_encoder.pth", "converted/st-mem-vit-b75")   # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle)
+    model, report = load_original(src, allow_pickle=allow_pickle, config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

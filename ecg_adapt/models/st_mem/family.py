@@ -61,6 +61,9 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "source": _SOURCE_REPO,
         "source_also": "https://github.com/bakqui/ST-MEM",
         "weights": "https://drive.google.com/file/d/1E7J-A1HqWa2f08T6Sfk5uWk-_CFJhOYQ/view (README 'Encoder')",
+        # The README links the file without naming it; the name is the one the Drive link downloads as (unverified).
+        "release": {"url": "https://drive.google.com/file/d/1E7J-A1HqWa2f08T6Sfk5uWk-_CFJhOYQ/view",
+                    "host": "Google Drive", "filename": "st_mem_vit_base_encoder.pth"},
         "checkpoint": "torch.save {'epoch', 'model': ST_MEM_ViT state dict (no prefix, no head), 'optimizer': None, 'scaler': None, 'config'}",
         "licence": _LICENCE,
         "redistribution": _NO_REDISTRIBUTION,
@@ -74,6 +77,8 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "source": _SOURCE_REPO,
         "source_also": "https://github.com/bakqui/ST-MEM",
         "weights": "https://drive.google.com/file/d/14nScwPk35sFi8wc-cuLJLqudVwynKS0n/view (README 'Full (encoder + decoder)')",
+        "release": {"url": "https://drive.google.com/file/d/14nScwPk35sFi8wc-cuLJLqudVwynKS0n/view",
+                    "host": "Google Drive", "filename": "st_mem_vit_base_full.pth"},
         "checkpoint": (
             "torch.save {'model': ST_MEM (MAE) state dict: encoder.* + decoder (dropped by the converter), "
             "'optimizer': AdamW state, 'scaler', ...}; 88,594,807 stored values, 85,150,614 kept"
@@ -90,6 +95,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
         "source": _SOURCE_REPO,
         "source_also": "https://github.com/bakqui/ST-MEM",
         "weights": "none released (architecture defined in the original code only)",
+        "release": None,  # no weights released
         "checkpoint": "none: st_mem_vit_small is defined in the code but no weights were released",
         "licence": _LICENCE,
         "redistribution": "no weights released",
