@@ -211,6 +211,20 @@ def test_converted_folder_carries_the_chosen_contract_and_its_processor(golden: 
         convert_ecgfm_ked(_dir(golden) / CKPT, tmp_path / "x", input_contract="100hz")
 
 
+def test_a_folder_without_its_processor_gets_the_default_steps_of_its_own_contract(golden: Path, samples: Path,
+                                                                                   tmp_path: Path) -> None:
+    # Original releases ship no preprocessor_config.json: the fallback must follow the config's contract, or a
+    # benchmark-contract model would be fed 100 Hz windows.
+    record = read_wfdb(samples / "cinc2021" / "HR06000")
+    for contract, (suffix, _) in CONTRACTS.items():
+        dst = tmp_path / contract
+        convert_ecgfm_ked(_dir(golden) / CKPT, dst, input_contract=contract)
+        (dst / "preprocessor_config.json").unlink()
+        batch = load_processor(dst)(record)
+        np.testing.assert_allclose(batch["input_values"].numpy(), np.load(_dir(golden) / f"model_input{suffix}.npy"),
+                                   **_tol(golden, "model_input"))
+
+
 # --------------------------------------------------------------------------------------------- released variants
 def test_released_variants_name_the_zenodo_release_and_both_contracts() -> None:
     rows = {v["name"]: v for v in released_variants() if v["family"] == "ecgfm_ked"}

@@ -234,8 +234,13 @@ def test_release_hosted_elsewhere_names_its_url_and_the_call_to_make(variant: di
     message = str(err.value)
     release = variant["release"]
     assert release["url"] in message and release["host"] in message
-    assert f'load_backbone("/path/to/{release["filename"]}", family="{variant["family"]}")' in message
+    overrides = variant.get("convert_kwargs") or {}
+    extra = f", config_overrides={overrides!r}" if overrides else ""
+    assert f'load_backbone("/path/to/{release["filename"]}", family="{variant["family"]}"{extra})' in message
     assert f"ecg-adapt convert --family {variant['family']}" in message
+    # a variant made by converting the file a particular way says how, in both the call and the command
+    for key, value in overrides.items():
+        assert f"--config {key}={value}" in message
 
 
 def test_unknown_name_suggests_registered_ones() -> None:

@@ -114,11 +114,17 @@ def external_release_message(variant: Mapping[str, Any]) -> str:
     """The error for a release the Hub does not host: where to download it and the call to make afterwards."""
     release = variant["release"]
     filename, family = release["filename"], variant["family"]
+    # A variant that is one file converted a particular way (ECGFM-KED's benchmark input contract) names the
+    # overrides that make it; the call and the command below must carry them, or the user gets the other variant.
+    overrides = dict(variant.get("convert_kwargs") or {})
+    py_extra = f", config_overrides={overrides!r}" if overrides else ""
+    cli_extra = "".join(f" --config {k}={v}" for k, v in overrides.items())
     return (
         f"{variant['name']} is not on the Hugging Face Hub: its original weights are on {release['host']} at "
         f"{release['url']} ({filename}), which ecg_adapt does not download. Download {filename} there, then load it "
-        f'with load_backbone("/path/to/{filename}", family="{family}") (cached after the first conversion), or '
-        f"convert it once with `ecg-adapt convert --family {family} /path/to/{filename} converted/{variant['name']}` "
+        f'with load_backbone("/path/to/{filename}", family="{family}"{py_extra}) (cached after the first conversion), '
+        f"or convert it once with `ecg-adapt convert --family {family}{cli_extra} /path/to/{filename} "
+        f"converted/{variant['name']}` "
         f'and use that folder (load_backbone("converted/{variant["name"]}") or model.model_name_or_path).'
     )
 
@@ -229,6 +235,7 @@ def _from_release(variant: dict, revision: str | None, config: dict, allow_pickl
     if "repo_id" not in release:
         raise PretrainedNotAvailableError(external_release_message(variant))
     fam = get_family(variant["family"])
+    config = {**(variant.get("convert_kwargs") or {}), **config}
     resolved = _from_hub_file(fam, release["repo_id"], release["filename"], revision or release.get("revision"),
                               list(release.get("also", ())), config,
                               True if allow_pickle is None else allow_pickle, cache_dir, name=variant["name"])

@@ -269,7 +269,22 @@ def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | N
         config = AutoConfig.from_pretrained(str(name_or_path), revision=revision)
     family = get_family(config.model_type)
     logger.info("No preprocessor_config.json in %s: using the %s default preprocessing", name_or_path, family.model_type)
-    return ECGProcessor(config.signal_contract, family.default_processor_steps())
+    return ECGProcessor(config.signal_contract, default_steps_for(family, config))
+
+
+def default_steps_for(family: BackboneFamily, config: PreTrainedConfig) -> list:
+    """The family's default processor steps for one config.
+
+    A family whose preprocessing depends on its config (ECGFM-KED's ``input_contract``: the same weights fed at
+    100 Hz or at 500 Hz) names those config fields as keyword arguments of its steps function; they are passed
+    from ``config``. Other keyword arguments (``window_mode``) keep their defaults.
+    """
+    import inspect
+
+    steps = family.default_processor_steps
+    fields = {name: getattr(config, name) for name in inspect.signature(steps).parameters
+              if name != "window_mode" and hasattr(config, name)}
+    return steps(**fields)
 
 
 discover_families()
