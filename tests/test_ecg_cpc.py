@@ -60,6 +60,7 @@ def test_default_processor_reproduces_the_benchmark_windows_from_the_raw_record(
     assert batch.reports[0].window_starts_s == [0.0, 2.5, 5.0, 7.5]
     expected = np.load(_dir(golden) / "model_input.npy")  # the first two windows of the original pipeline
     np.testing.assert_allclose(batch["input_values"][:2].numpy(), expected, **_tol(golden, "model_input"))
+    np.testing.assert_array_equal(batch["input_values"][:2].numpy(), expected)  # in fact bit for bit
 
 
 def test_resampling_each_window_alone_is_what_the_benchmark_does(samples: Path, golden: Path) -> None:

@@ -28,7 +28,8 @@ def default_processor_steps(window_mode: str = "all") -> list[Step]:
     2. non-overlapping 2.5 s windows are cut at 500 Hz (1250 samples). The benchmark drops a last chunk shorter
        than 2.5 s; ``window_mode="all"`` instead adds one window aligned to the record's end, so every sample is
        seen (a 10 s record gives the benchmark's 4 windows exactly); ``"first"`` keeps the first window only;
-    3. each window is resampled on its own to 240 Hz (600 samples), again with ``kaiser_best``.
+    3. each window is resampled on its own to 240 Hz (600 samples), again with ``kaiser_best``, in float32 as the
+       benchmark does on its float32 memmaps (bit-identical to its ``model_input``).
 
     No filtering, clipping or normalisation: the model reads millivolts in the canonical lead order (the
     processor places leads by name). NaN samples are interpolated by the processor before these steps (the
@@ -37,7 +38,7 @@ def default_processor_steps(window_mode: str = "all") -> list[Step]:
     return [
         SincResample(target_hz=500.0),
         Window(seconds=2.5, mode=window_mode),  # type: ignore[arg-type]
-        SincResample(target_hz=240.0),
+        SincResample(target_hz=240.0, float32=True),
     ]
 
 

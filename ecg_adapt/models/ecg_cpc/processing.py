@@ -15,8 +15,8 @@ downsampling. This module reproduces that computation term for term:
   num_zeros * 2**precision``, the construction of ``resampy.filters.sinc_window``. resampy ships ``kaiser_best``
   as a table with ``num_zeros=50``, ``precision=13``, ``rolloff=0.9173473712608761`` and a Kaiser ``beta`` its
   docstring rounds to 12.9846; ``beta=12.984585247040032`` rebuilds the shipped table to 1.1e-15, which is the
-  value used here. The table entries are evaluated directly (Kaiser taper ``I0(beta sqrt(1-(m/n)^2)) / I0(beta)``)
-  instead of building the 409,601-entry table;
+  value used here (Kaiser taper ``I0(beta sqrt(1-(m/n)^2)) / I0(beta)``, the closed form of
+  ``scipy.signal.windows.kaiser``'s right half);
 * the table offsets, the interpolation factor ``eta`` and the number of taps per wing follow resampy's loop
   (``index_step = int(scale * 2**precision)``, ``i_max = min(n + 1, (nwin - offset) // index_step)``, ...);
 * the sum runs in resampy's order (left wing nearest first, then right wing) and, for float32 input,
@@ -50,69 +50,92 @@ def _half_window(m: np.ndarray, num_zeros: int, precision: int, rolloff: float, 
     return sinc * taper
 
 
-@functools.lru_cache(maxsize=16)
-def sinc_taps(n_in: int, fs_in: float, fs_out: float, num_zeros: int, precision: int, rolloff: float,
-              beta: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """The input indices and weights every output sample sums, in resampy's order.
+@functools.lru_cache(maxsize=4)
+def _table(num_zeros: int, precision: int, rolloff: float, beta: float) -> np.ndarray:
+    """resampy's half-window table (3.3 MB for ``kaiser_best``), built once per filter."""
+    win = _half_window(np.arange(2**precision * num_zeros + 1), num_zeros, precision, rolloff, beta)
+    win.setflags(write=False)
+    return win
 
-    Returns ``(index, weight, n_out)``: ``(n_out, taps)`` arrays, padded with ``weight = 0`` and ``index = 0``
-    where an output sample has fewer taps (near the edges), and ``n_out = int(n_in * fs_out / fs_in)``.
+
+_CHUNK = 4096  # output samples per block of taps (bounds memory on long records: ~4096 x 210 weights)
+
+
+@functools.lru_cache(maxsize=16)
+def sinc_taps(n_in: int, fs_in: float, fs_out: float, start: int, stop: int, num_zeros: int, precision: int,
+              rolloff: float, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The input indices and weights that output samples ``start .. stop - 1`` sum, in resampy's order.
+
+    Returns ``(index, weight)``, ``(stop - start, taps)`` arrays: the left wing (``x[n], x[n-1], ...``) then the
+    right wing (``x[n+1], ...``) of each output, padded with ``weight = 0``, ``index = 0`` where an output has
+    fewer taps (near the edges). Cached, so the 2.5 s windows of a dataset share one computation.
     """
     ratio = fs_out / fs_in
-    n_out = int(n_in * float(fs_out) / float(fs_in))
-    if n_out < 1:
-        raise ValueError(f"Cannot resample {n_in} samples from {fs_in:g} Hz to {fs_out:g} Hz: no output sample")
     num_table = 2**precision
     nwin = num_table * num_zeros + 1
     scale = min(1.0, ratio)
     index_step = int(scale * num_table)
-    t_out = np.arange(n_out) * (1.0 / ratio)
-    def wing(frac: float, limit: int) -> tuple[int, np.ndarray]:
-        """Number of taps and their weights for one wing (resampy's table offset and interpolation)."""
-        index_frac = frac * num_table
-        offset = int(index_frac)
-        eta = index_frac - offset
-        taps = max(0, min(limit, (nwin - offset) // index_step))
-        m = offset + np.arange(taps) * index_step
-        win = scale * _half_window(m, num_zeros, precision, rolloff, beta)
-        # resampy's delta table is diff(window) with a 0 after the last entry
-        last = m + 1 >= nwin
-        nxt = scale * _half_window(np.minimum(m + 1, nwin - 1), num_zeros, precision, rolloff, beta)
-        return taps, win + eta * np.where(last, 0.0, nxt - win)
+    t_out = np.arange(start, stop) * (1.0 / ratio)  # resampy: np.arange(n_out) * time_increment
+    n = t_out.astype(np.int64)
+    frac = scale * (t_out - n)
 
-    rows_idx, rows_w = [], []
-    for t in range(n_out):
-        n = int(t_out[t])
-        frac = scale * (t_out[t] - n)
-        n_left, w_left = wing(frac, n + 1)  # x[n], x[n-1], ...
-        n_right, w_right = wing(scale - frac, n_in - n - 1)  # x[n+1], x[n+2], ...
-        rows_idx.append(np.concatenate([n - np.arange(n_left), n + 1 + np.arange(n_right)]))
-        rows_w.append(np.concatenate([w_left, w_right]))
-    width = max(len(r) for r in rows_idx)
-    index = np.zeros((n_out, width), dtype=np.int64)
-    weight = np.zeros((n_out, width), dtype=np.float64)
-    for t, (i, w) in enumerate(zip(rows_idx, rows_w)):
-        index[t, : len(i)] = i
-        weight[t, : len(w)] = w
+    def wing(f: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        index_frac = f * num_table
+        offset = index_frac.astype(np.int64)
+        taps = np.clip(np.minimum(limit, (nwin - offset) // index_step), 0, None)
+        return offset, index_frac - offset, taps
+
+    off_l, eta_l, taps_l = wing(frac, n + 1)
+    off_r, eta_r, taps_r = wing(scale - frac, n_in - n - 1)  # resampy inverts the fraction for the right wing
+    slot = np.arange(int((taps_l + taps_r).max(initial=0)))[None, :]
+    left = slot < taps_l[:, None]
+    k = slot - taps_l[:, None]  # position in the right wing
+    valid = left | (k < taps_r[:, None])
+    m = np.where(left, off_l[:, None] + slot * index_step, off_r[:, None] + k * index_step)
+    eta = np.where(left, eta_l[:, None], eta_r[:, None])
+    m = np.where(valid, m, 0)
+    table = _table(num_zeros, precision, rolloff, beta)
+    if scale != 1.0:  # resampy scales the window first, then takes the differences of the scaled window
+        table = scale * table
+    delta = np.diff(table, append=table[-1])
+    weight = np.where(valid, table[m] + eta * delta[m], 0.0)
+    index = np.where(valid, np.where(left, n[:, None] - slot, n[:, None] + 1 + k), 0)
     index.setflags(write=False)
     weight.setflags(write=False)
-    return index, weight, n_out
+    return index, weight
 
 
 def sinc_resample(x: np.ndarray, fs_in: float, fs_out: float, num_zeros: int = 50, precision: int = 13,
                   rolloff: float = 0.9173473712608761, beta: float = 12.984585247040032) -> np.ndarray:
     """Resample ``x`` along its last axis as ``resampy.resample(x, fs_in, fs_out, axis=-1)`` does (defaults:
-    ``kaiser_best``), in the input's float precision (float32 input accumulates in float32, as resampy)."""
+    ``kaiser_best``), in the input's float precision (float32 input accumulates in float32, as resampy).
+
+    Output length ``int(n * fs_out / fs_in)``."""
+    fs_in, fs_out = float(fs_in), float(fs_out)
+    if fs_in <= 0 or fs_out <= 0:
+        raise ValueError(f"sampling rates must be positive, got {fs_in:g} -> {fs_out:g} Hz")
     if fs_in == fs_out:
         return x.copy()
-    index, weight, n_out = sinc_taps(x.shape[-1], float(fs_in), float(fs_out), num_zeros, precision, rolloff, beta)
+    n_in = x.shape[-1]
+    n_out = int(n_in * fs_out / fs_in)
+    if n_out < 1:
+        raise ValueError(f"Cannot resample {n_in} samples from {fs_in:g} Hz to {fs_out:g} Hz: no output sample")
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     y = np.zeros(x.shape[:-1] + (n_out,), dtype=dtype)
-    for s in range(index.shape[1]):
-        w = weight[:, s]
-        # Slots past an output's last tap (weight 0, index 0) add exactly 0.0, even where sample 0 is NaN.
-        term = np.where(w != 0.0, w * x[..., index[:, s]].astype(np.float64), 0.0)
-        y = (y.astype(np.float64) + term).astype(dtype)
+    for start in range(0, n_out, _CHUNK):
+        stop = min(n_out, start + _CHUNK)
+        index, weight = sinc_taps(n_in, fs_in, fs_out, start, stop, num_zeros, precision, rolloff, beta)
+        if dtype == np.float64:
+            # float64: one contraction per block (the sum order differs from resampy's loop by ~1e-16)
+            y[..., start:stop] = np.einsum("...ts,ts->...t", np.where(weight != 0.0, x[..., index], 0.0), weight)
+            continue
+        acc = y[..., start:stop]
+        for s in range(index.shape[1]):
+            w = weight[:, s]
+            # Padding slots (weight 0, index 0) add exactly 0.0, even where sample 0 is NaN.
+            term = np.where(w != 0.0, w * x[..., index[:, s]].astype(np.float64), 0.0)
+            acc = (acc.astype(np.float64) + term).astype(dtype)
+        y[..., start:stop] = acc
     return y
 
 
@@ -129,6 +152,9 @@ class SincResample(Step):
 
     name: ClassVar[str] = "ecg_cpc_sinc_resample"
     target_hz: float = 240.0
+    # Resample float32 values with float32 accumulation, as resampy does on the benchmark's float32 memmaps
+    # (the 240 Hz step); False keeps the processor's float64 (the dataset preparation resamples wfdb's float64).
+    float32: bool = False
     num_zeros: int = KAISER_BEST["num_zeros"]
     precision: int = KAISER_BEST["precision"]
     rolloff: float = KAISER_BEST["rolloff"]
@@ -143,7 +169,7 @@ class SincResample(Step):
         if fs == target:
             return state
         n = state.x.shape[-1]
-        x = sinc_resample(state.x, fs, target, self.num_zeros, self.precision, self.rolloff, self.beta)
+        x = sinc_resample(state.x.astype(np.float32) if self.float32 else state.x, fs, target, self.num_zeros, self.precision, self.rolloff, self.beta)
         src = np.minimum(np.round(np.arange(x.shape[-1]) * fs / target).astype(int), n - 1)
         state.mask = state.mask[..., src]
         state.x = x
