@@ -68,11 +68,14 @@ def hippo_legs_nplr(state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def cauchy_conj(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``sum_n v_n / (z_l - w_n) + conj(v_n) / (z_l - conj(w_n))``: ``v`` (..., H, N), ``z`` (L,), ``w`` (H, N) ->
     (..., H, L). The formula of the original ``cauchy_conj`` (a PyKeOps reduction), over the N/2 stored
-    conjugate pairs."""
-    zw = z[:, None] - w[:, None, :]  # (H, L, N)
-    zwc = z[:, None] - w.conj()[:, None, :]
-    v = v.unsqueeze(-2)  # (..., H, 1, N)
-    return (v / zw + v.conj() / zwc).sum(-1)
+    conjugate pairs; the reciprocals are shared by every ``v`` (the four B/P x C/Q products), so the sums are two
+    batched complex matrix products."""
+    inv = 1.0 / (z[None, :, None] - w[:, None, :])  # (H, L, N)
+    inv_conj = 1.0 / (z[None, :, None] - w.conj()[:, None, :])
+    lead = v.shape[:-2]
+    v = v.reshape(-1, *v.shape[-2:]).transpose(0, 1)  # (H, V, N)
+    r = torch.matmul(v, inv.transpose(1, 2)) + torch.matmul(v.conj(), inv_conj.transpose(1, 2))  # (H, V, L)
+    return r.transpose(0, 1).reshape(*lead, r.shape[0], r.shape[-1])
 
 
 class ECGCPCS4Kernel(nn.Module):
@@ -101,8 +104,17 @@ class ECGCPCS4Kernel(nn.Module):
         self.register_buffer("omega", as_real(omega).clone())
         self.register_buffer("z", as_real(2 * (1 - omega) / (1 + omega)).clone())
 
+    def _state(self) -> tuple:
+        """What the kernel depends on: every tensor's identity and in-place version (an optimiser step or a
+        ``load_state_dict`` changes it)."""
+        return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in (self.C, self.log_dt, self.B, self.P, self.Q,
+                                                                           self.w, self.omega, self.z))
+
     def forward(self, length: int) -> torch.Tensor:
-        """The kernel for ``length`` tokens: ``(channels, H, length)`` float32."""
+        """The kernel for ``length`` tokens: ``(channels, H, length)`` float32.
+
+        Without autograd (inference) the full-length kernel is cached until a tensor it depends on changes; with
+        autograd it is recomputed, so gradients reach ``C``."""
         l_max = 2 * (self.omega.shape[0] - 1)
         if length > l_max:
             raise ValueError(
@@ -110,6 +122,21 @@ class ECGCPCS4Kernel(nn.Module):
                 f"input has {length}; the original would double its kernel length, changing C, which ecg_adapt does "
                 "not do: feed shorter windows (the contract's window_samples)"
             )
+        if torch.is_grad_enabled():
+            return self._kernel(length)
+        try:
+            state = self._state()
+        except RuntimeError:  # inference tensors have no version counter: nothing to key a cache on
+            return self._kernel(length)
+        cached = self.__dict__.get("_cache")
+        if cached is None or cached[0] != state:
+            # A normal tensor even under inference_mode, so that the module can still be copied or trained later.
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (state, self._kernel(l_max))
+            self.__dict__["_cache"] = cached
+        return cached[1][..., :length]
+
+    def _kernel(self, length: int) -> torch.Tensor:
         dt = torch.exp(self.log_dt)
         c = torch.view_as_complex(self.C)
         b, p, q = (torch.view_as_complex(t) for t in (self.B, self.P, self.Q))
