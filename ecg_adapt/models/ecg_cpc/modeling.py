@@ -191,9 +191,11 @@ class ECGCPCS4(nn.Module):
         k = self.kernel(length)  # (channels, H, L)
         if self.bidirectional:  # forward kernel and flipped backward kernel on a 2L support
             k = F.pad(k[:1], (0, length)) + F.pad(k[1:].flip(-1), (length, 0))
+        # The convolution runs in float32 (the kernel is float32, as HippoSSKernel returns it; FFTs of half
+        # precision inputs are limited to power-of-two lengths) or higher, whatever autocast made of the input.
         k_f = torch.fft.rfft(k, n=2 * length)  # (1, H, L + 1)
-        u_f = torch.fft.rfft(u, n=2 * length)  # (B, H, L + 1)
-        y = torch.fft.irfft(u_f.unsqueeze(1) * k_f.unsqueeze(0), n=2 * length)[..., :length]  # (B, 1, H, L)
+        u_f = torch.fft.rfft(u.float() if u.dtype in (torch.float16, torch.bfloat16) else u, n=2 * length)  # (B, H, L + 1)
+        y = torch.fft.irfft(u_f.unsqueeze(1) * k_f.unsqueeze(0), n=2 * length)[..., :length].to(u.dtype)  # (B, 1, H, L)
         y = y + u.unsqueeze(1) * self.D[None, :, :, None]
         y = y.flatten(1, 2)  # (B, H, L)
         y = self.dropout(F.gelu(y))
