@@ -230,3 +230,19 @@ def test_released_variant_names_its_figshare_release() -> None:
     assert variant["release"] == {"url": "https://figshare.com/articles/dataset/ECG-CPC_Checkpoint_zip/30192604",
                                   "host": "figshare", "filename": "last_11597276.ckpt"}
     assert variant["licence"].startswith("none stated") and "CC BY 4.0" in variant["licence"]
+
+
+def test_cached_inference_kernel_follows_every_change_of_the_weights(golden: Path) -> None:
+    model, _ = load_original(_dir(golden) / "last_small_random.ckpt")
+    x = torch.from_numpy(np.load(_dir(golden) / "model_input.npy"))
+    with torch.no_grad():
+        before = model(x).last_hidden_state
+        model.blocks[1].s4.kernel.C.mul_(0.5)  # an in-place update, as an optimiser step makes
+        after = model(x).last_hidden_state
+    recomputed = model(x).last_hidden_state.detach()  # with autograd: no cache
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, recomputed, rtol=0, atol=0)
+    fresh, _ = load_original(_dir(golden) / "last_small_random.ckpt")
+    model.load_state_dict(fresh.state_dict())  # copy_ back into the same tensors
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).last_hidden_state, before, rtol=0, atol=0)
