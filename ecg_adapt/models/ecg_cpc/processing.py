@@ -51,11 +51,17 @@ def _half_window(m: np.ndarray, num_zeros: int, precision: int, rolloff: float, 
 
 
 @functools.lru_cache(maxsize=4)
-def _table(num_zeros: int, precision: int, rolloff: float, beta: float) -> np.ndarray:
-    """resampy's half-window table (3.3 MB for ``kaiser_best``), built once per filter."""
+def _table(num_zeros: int, precision: int, rolloff: float, beta: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """resampy's half-window table (3.3 MB for ``kaiser_best``) times ``scale`` (the rate ratio when
+    downsampling), and its differences ``np.diff(win, append=win[-1])`` (0 after the last entry): resampy scales
+    the window first, then differences the scaled window. Built once per filter and ratio."""
     win = _half_window(np.arange(2**precision * num_zeros + 1), num_zeros, precision, rolloff, beta)
+    if scale != 1.0:
+        win = scale * win
+    delta = np.diff(win, append=win[-1])
     win.setflags(write=False)
-    return win
+    delta.setflags(write=False)
+    return win, delta
 
 
 _CHUNK = 4096  # output samples per block of taps (bounds memory on long records: ~4096 x 210 weights)
@@ -94,10 +100,7 @@ def sinc_taps(n_in: int, fs_in: float, fs_out: float, start: int, stop: int, num
     m = np.where(left, off_l[:, None] + slot * index_step, off_r[:, None] + k * index_step)
     eta = np.where(left, eta_l[:, None], eta_r[:, None])
     m = np.where(valid, m, 0)
-    table = _table(num_zeros, precision, rolloff, beta)
-    if scale != 1.0:  # resampy scales the window first, then takes the differences of the scaled window
-        table = scale * table
-    delta = np.diff(table, append=table[-1])
+    table, delta = _table(num_zeros, precision, rolloff, beta, scale)
     weight = np.where(valid, table[m] + eta * delta[m], 0.0)
     index = np.where(valid, np.where(left, n[:, None] - slot, n[:, None] + 1 + k), 0)
     index.setflags(write=False)
@@ -121,22 +124,29 @@ def sinc_resample(x: np.ndarray, fs_in: float, fs_out: float, num_zeros: int = 5
     if n_out < 1:
         raise ValueError(f"Cannot resample {n_in} samples from {fs_in:g} Hz to {fs_out:g} Hz: no output sample")
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
-    y = np.zeros(x.shape[:-1] + (n_out,), dtype=dtype)
+    # Time first, every lead/window a column: each tap then gathers whole contiguous rows.
+    lead_shape = x.shape[:-1]
+    xt = np.ascontiguousarray(x.reshape(-1, n_in).T.astype(dtype, copy=False))  # (n_in, M)
+    y = np.zeros((n_out, xt.shape[1]), dtype=dtype)
     for start in range(0, n_out, _CHUNK):
         stop = min(n_out, start + _CHUNK)
         index, weight = sinc_taps(n_in, fs_in, fs_out, start, stop, num_zeros, precision, rolloff, beta)
+        pad = weight == 0.0  # padding slots (weight 0, index 0) add exactly 0.0, even where x[0] is NaN
         if dtype == np.float64:
             # float64: one contraction per block (the sum order differs from resampy's loop by ~1e-16)
-            y[..., start:stop] = np.einsum("...ts,ts->...t", np.where(weight != 0.0, x[..., index], 0.0), weight)
+            gathered = xt[index]  # (rows, taps, M)
+            if pad.any():
+                gathered[pad] = 0.0
+            y[start:stop] = np.einsum("tsm,ts->tm", gathered, weight)
             continue
-        acc = y[..., start:stop]
+        acc = y[start:stop]
         for s in range(index.shape[1]):
-            w = weight[:, s]
-            # Padding slots (weight 0, index 0) add exactly 0.0, even where sample 0 is NaN.
-            term = np.where(w != 0.0, w * x[..., index[:, s]].astype(np.float64), 0.0)
-            acc = (acc.astype(np.float64) + term).astype(dtype)
-        y[..., start:stop] = acc
-    return y
+            term = xt[index[:, s]] * weight[:, s, None]  # float64 products, as in resampy's loop
+            if pad[:, s].any():
+                term[pad[:, s]] = 0.0
+            # float32 + float64 computed in float64 and stored as float32: resampy's `y[t] += weight * x[...]`
+            np.add(acc, term, out=acc, casting="unsafe")
+    return np.ascontiguousarray(y.T).reshape(*lead_shape, n_out)
 
 
 @register_step
