@@ -246,3 +246,19 @@ def test_cached_inference_kernel_follows_every_change_of_the_weights(golden: Pat
     model.load_state_dict(fresh.state_dict())  # copy_ back into the same tensors
     with torch.no_grad():
         torch.testing.assert_close(model(x).last_hidden_state, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_kernels_keep_the_future_out_and_bidirectional_ones_do_not(causal: bool) -> None:
+    torch.manual_seed(0)
+    model = ECGCPCModel(ECGCPCConfig(**{**TINY, "causal": causal})).eval()
+    assert tuple(model.blocks[0].s4.kernel.C.shape[:1]) == ((1,) if causal else (2,))
+    x = torch.randn(1, 12, 600)
+    y = x.clone()
+    y[..., 400:] += 1.0  # change the last third of the window
+    with torch.no_grad():
+        a, b = model(x).last_hidden_state, model(y).last_hidden_state
+    early = slice(0, 190)  # tokens whose conv window ends before sample 400
+    # causal: unchanged up to FFT rounding; bidirectional: the backward kernel carries the change back
+    assert torch.allclose(a[:, early], b[:, early], atol=1e-5) == causal, (a[:, early] - b[:, early]).abs().max()
+    assert not torch.allclose(a[:, 250:], b[:, 250:])

@@ -144,7 +144,12 @@ def read_lightning_checkpoint(path: str | os.PathLike, allow_pickle: bool = Fals
     try:
         # weights_only=False is safe here only because pickle_module restricts every global (see above).
         obj = torch.load(str(path), map_location="cpu", pickle_module=module, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, AttributeError) as e:
+    except RuntimeError as e:
+        if "explicit pickle_module" in str(e):  # TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 forbids any pickle module
+            raise ValueError(f"{path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which forbids the restricted reader this "
+                             "Lightning checkpoint needs (torch's weights-only reader refuses it); unset it to convert") from e
+        raise ValueError(f"{path}: not a readable PyTorch/Lightning checkpoint ({e})") from e
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not a readable PyTorch/Lightning checkpoint ({type(e).__name__}: {e})") from e
     unexpected = sorted(set().union(*(u.unexpected for u in made)))
     if unexpected and not allow_pickle:
