@@ -84,7 +84,7 @@ RELEASED_VARIANTS: list[dict[str, Any]] = [
 # What the adaptation methods need to know (read by ecg_adapt.adaptation.layout and peft_methods).
 
 # LoRA on output_linear of every S4 block: the position-wise Linear(H -> 2H) before the GLU, the only channel-mixing
-# matrix of the predictor and 2.1M of its 2.1M weights (the S4 kernel itself is per channel: C and D). The conv
+# matrix of the predictor and 2.10M of its 2.12M weights in the release (the S4 kernel itself is per channel: C, D). The conv
 # encoder (Conv1d stem k=3 and three 1x1 convs) stays frozen, like HuBERT-ECG's conv feature extractor; add
 # "conv" to target it too. The S4 state-space buffers (w, P, B, Q, log_dt) were never trained and are not adapted.
 LORA_TARGET_MODULES: tuple[str, ...] = ("output_linear",)
