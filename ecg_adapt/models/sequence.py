@@ -61,6 +61,19 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
     sequence_num_layers (`int`): GRU or transformer layers.
     sequence_num_heads (`int`): transformer attention heads (must divide ``sequence_hidden_size``).
     sequence_dropout (`float`): dropout inside the sequence model.
+
+    The recording fields (what :func:`ecg_adapt.inference` needs to cut a whole polysomnography file into the
+    model's inputs; ``None`` where the model was not trained on recordings):
+
+    epoch_seconds (`float`): the scoring epoch the centre window stands for (30 s for sleep stages, 60 s for
+        Apnea-ECG minutes).
+    ecg_channels (`list[str]`): labels of the channels of a PSG / long-recording file that carry the ECG, in order
+        of preference (the first one a file has is read), matched case-insensitively, e.g. ``["ECG", "EKG"]``;
+        filled from the data source's ``ecg_channel`` when training.
+    ecg_lead (`str`): the lead of the backbone's signal contract that this channel is fed as, e.g. ``"I"`` for the
+        1-lead ECGFounder. A PSG ECG is one bipolar chest/arm lead closest to lead II or I depending on the
+        montage; the recipes name it after the backbone's single lead (``data.source_options.lead_name``), and
+        ``None`` means the channel was fed under its own label.
     """
 
     model_type = "ecg_sequence_classifier"
@@ -77,6 +90,9 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
     sequence_num_layers: int = 1
     sequence_num_heads: int = 4
     sequence_dropout: float | int = 0.1
+    epoch_seconds: float | int = 30.0
+    ecg_channels: list[str] | None = None
+    ecg_lead: str | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -88,6 +104,10 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
             raise ValueError(f"context must be >= 0, got {self.context}")
         if self.sequence_hidden_size < 1 or self.sequence_num_layers < 1:
             raise ValueError("sequence_hidden_size and sequence_num_layers must be positive")
+        if self.epoch_seconds <= 0:
+            raise ValueError(f"epoch_seconds must be positive, got {self.epoch_seconds}")
+        if self.ecg_channels is not None and (not self.ecg_channels or not all(isinstance(c, str) and c for c in self.ecg_channels)):
+            raise ValueError(f"ecg_channels must be a non-empty list of channel labels (or None), got {self.ecg_channels!r}")
         if self.sequence_model == "transformer" and self.sequence_hidden_size % self.sequence_num_heads:
             raise ValueError(f"sequence_num_heads {self.sequence_num_heads} must divide sequence_hidden_size "
                              f"{self.sequence_hidden_size}")
