@@ -280,9 +280,18 @@ class ECGSequenceClassifier(PreTrainedModel):
 
     # ------------------------------------------------------------------ accessors
     @property
+    def base_window_classifier(self) -> ECGClassifier:
+        """The plain :class:`ECGClassifier` inside, also after :func:`~ecg_adapt.adaptation.adapt` has put an
+        adapter around it (``window_classifier`` is then the peft / ecg_adapt wrapper that owns the adapter's
+        parameters; every method acts on the classifier's own modules, in place or through hooks, so calling
+        this classifier runs the adapted function)."""
+        wc = self.window_classifier
+        return wc.get_base_model() if hasattr(wc, "get_base_model") else wc
+
+    @property
     def backbone(self) -> PreTrainedModel:
         """The window classifier's backbone."""
-        return self.window_classifier.backbone
+        return self.base_window_classifier.backbone
 
     @property
     def labels(self) -> list[str]:
@@ -290,13 +299,32 @@ class ECGSequenceClassifier(PreTrainedModel):
 
     @property
     def signal_contract(self) -> dict[str, Any]:
-        return self.window_classifier.signal_contract
+        return self.base_window_classifier.signal_contract
 
     # ------------------------------------------------------------------ forward
     def _embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         # The window classifier's pooled features (its backbone + pooling); its logits are a by-product of one
         # small linear layer. See the report: an ``ECGClassifier.embed`` method would avoid computing them.
-        return self.window_classifier.embed(input_values, attention_mask)[0]
+        return self.base_window_classifier.embed(input_values, attention_mask)[0]
+
+    def _classify(self, centre: torch.Tensor) -> torch.Tensor:
+        """The window classifier's head on the centre's features (the live head: an adapter's trained copy when
+        the classifier is adapted)."""
+        clf = self.base_window_classifier
+        if self.config.pooling != "attention":
+            return clf.classifier(clf.dropout(centre))
+        # Attention pooling: ``centre`` is the attention head's output before its class projection, so only that
+        # projection is applied, taken from the head that is live now: peft's trained copy of a modules_to_save
+        # head, or the routed ecg_adapt adapter's own head.
+        head = clf.classifier
+        if hasattr(head, "modules_to_save") and hasattr(head, "active_adapter"):
+            name = head.active_adapter
+            head = head.modules_to_save[name[0] if isinstance(name, (list, tuple)) else name]
+        current = getattr(self.window_classifier, "_current_adapter", None)
+        adapter = current() if callable(current) else None
+        if adapter is not None:
+            head = adapter.classifier
+        return head.out_proj(centre)
 
     def forward(
         self,
@@ -334,8 +362,7 @@ class ECGSequenceClassifier(PreTrainedModel):
                 missing = self.context_encoder.missing_window.to(pooled.dtype).expand(b * k, pooled.shape[-1])
                 embeddings = missing.index_put((rows,), pooled).reshape(b, k, -1)
             centre = embeddings[:, c] + self.context_encoder(embeddings, present)
-        head = self.window_classifier
-        logits = head.classifier(head.dropout(centre))
+        logits = self._classify(centre)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ECGSequenceClassifierOutput(loss=loss, logits=logits, pooled=centre, window_embeddings=embeddings)
 
