@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score
 
+from .bootstrap import Interval, _scalar_metrics, bootstrap_intervals
+from .metrics import single_label_metrics
+
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (ddof=1); ``None`` where undefined."""
@@ -60,7 +63,7 @@ def staging_metrics(
         A JSON-ready dict: ``n_epochs``, ``accuracy``, ``kappa`` (Cohen's), ``macro_f1``, ``per_class_f1``,
         ``macro_auroc`` (one-vs-rest, over classes with positives and negatives), ``per_class_auroc``
         (``None`` where undefined), ``support``, ``confusion_matrix`` (rows true, columns predicted, in
-        ``labels`` order), and with subjects: ``n_subjects``, ``subject_kappa_mean`` / ``_sd``,
+        ``labels`` order), and with subjects: ``n_subjects``, ``subject_kappa_mean`` / ``_sd`` / ``_min`` / ``_max``,
         ``subject_accuracy_mean`` / ``_sd`` (sample SD), ``subjects_kappa_undefined`` and ``per_subject``
         (``{subject: {"n_epochs", "accuracy", "kappa"}}``).
 
@@ -123,10 +126,65 @@ def staging_metrics(
     accs = [v["accuracy"] for v in per_subject.values()]
     result["n_subjects"] = len(per_subject)
     result["subject_kappa_mean"], result["subject_kappa_sd"] = _mean_sd(kappas)
+    result["subject_kappa_min"] = float(min(kappas)) if kappas else None
+    result["subject_kappa_max"] = float(max(kappas)) if kappas else None
     result["subject_accuracy_mean"], result["subject_accuracy_sd"] = _mean_sd(accs)
     result["subjects_kappa_undefined"] = [s for s, v in per_subject.items() if v["kappa"] is None]
     result["per_subject"] = per_subject
     return result
 
 
-__all__ = ["staging_metrics"]
+def staging_intervals(
+    y_true: Sequence[int] | np.ndarray,
+    y_prob: np.ndarray,
+    subject_ids: Sequence[Any],
+    labels: Sequence[str],
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Bootstrap intervals of the staging metrics, resampling **subjects** (all epochs of a drawn subject together;
+    epochs of one night are not independent).
+
+    Intervals are given for every scalar of :func:`~ecg_adapt.tasks.metrics.single_label_metrics` (``kappa``,
+    ``accuracy``, ``macro_f1``, ``macro_auroc``, ...), for ``per_class_f1/<stage>`` and for
+    ``subject_kappa_mean``: a subject drawn twice counts twice in the mean (its kappa is computed once, on all its
+    epochs, as in :func:`staging_metrics`; subjects with an undefined kappa are left out as there).
+
+    Example:
+        >>> y = np.array([0, 1, 1, 0, 1, 0, 0, 1]); p = np.eye(2)[[0, 1, 0, 0, 1, 1, 0, 1]]
+        >>> cis = staging_intervals(y, p, list("aabbccdd"), ["W", "S"], n_resamples=50)
+        >>> sorted(k for k in cis if k.startswith(("kappa", "subject_")))
+        ['kappa', 'subject_kappa_mean']
+    """
+    labels = list(labels)
+    y_true = np.asarray(y_true)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    subjects = np.asarray([str(s) for s in subject_ids])
+    if len(subjects) != len(y_true) or len(y_prob) != len(y_true):
+        raise ValueError(f"{len(y_true)} epochs, {len(y_prob)} probability rows and {len(subjects)} subject ids")
+    codes, code = np.unique(subjects, return_inverse=True)
+    sizes = np.bincount(code, minlength=len(codes))
+    y_pred = y_prob.argmax(axis=1)
+    kappa = np.array([np.nan if (k := _kappa(y_true[code == c], y_pred[code == c], len(labels))) is None else k
+                      for c in range(len(codes))])
+    defined = np.isfinite(kappa)
+
+    def statistic(idx: np.ndarray) -> dict[str, float | None]:
+        m = single_label_metrics(y_true[idx], y_prob[idx], labels)
+        out = _scalar_metrics(m)
+        out.update({f"per_class_f1/{k}": v for k, v in m["per_class_f1"].items()})  # type: ignore[union-attr]
+        draws = np.bincount(code[idx], minlength=len(codes)) / sizes  # how often each subject was drawn
+        w = draws * defined
+        out["subject_kappa_mean"] = float((w * np.nan_to_num(kappa)).sum() / w.sum()) if w.sum() > 0 else None
+        return out
+
+    return bootstrap_intervals(statistic, len(y_true), code, n_resamples, level, seed)
+
+
+def is_staging_task(task: Any) -> bool:
+    """Whether a task is scored like sleep staging (single-label, Cohen's kappa its primary metric)."""
+    return getattr(task, "primary_metric", None) == "kappa" and not getattr(task, "multi_label", True)
+
+
+__all__ = ["is_staging_task", "staging_intervals", "staging_metrics"]
