@@ -182,9 +182,48 @@ def staging_intervals(
     return bootstrap_intervals(statistic, len(y_true), code, n_resamples, level, seed)
 
 
+def format_staging_report(metrics: dict[str, Any]) -> str:
+    """The staging metrics of a ``metrics.json`` section (``test``) as text, under their real names: Cohen's kappa
+    (with its interval when one was computed), accuracy, macro F1, F1 per stage, per-subject kappa and the
+    confusion matrix (what ``ecg-adapt train`` prints for a staging run).
+
+    Example:
+        >>> m = staging_metrics([0, 1, 1, 0], np.eye(2)[[0, 1, 0, 0]], ["a", "a", "b", "b"], ["W", "S"])
+        >>> print(format_staging_report(m).splitlines()[0])
+        Cohen's kappa: 0.5000 (no interval computed)
+    """
+    from .bootstrap import describe_test_metric
+
+    def value(name: str) -> str:
+        v = metrics.get(name)
+        return "n/a" if v is None else describe_test_metric(metrics, name)
+
+    labels = list(metrics.get("labels") or metrics.get("per_class_f1", {}))
+    lines = [f"Cohen's kappa: {value('kappa')}", f"accuracy: {value('accuracy')}", f"macro F1: {value('macro_f1')}"]
+    f1 = metrics.get("per_class_f1") or {}
+    lines.append("F1 per stage: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()))
+    if metrics.get("n_subjects"):
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.4f}"
+
+        undefined = metrics.get("subjects_kappa_undefined") or []
+        lines.append(
+            f"per-subject kappa over {metrics['n_subjects']} subjects: mean {fmt(metrics.get('subject_kappa_mean'))}, "
+            f"SD {fmt(metrics.get('subject_kappa_sd'))}, min {fmt(metrics.get('subject_kappa_min'))}, "
+            f"max {fmt(metrics.get('subject_kappa_max'))}"
+            + (f" ({len(undefined)} subject(s) with a single class: kappa undefined)" if undefined else ""))
+    cm = metrics.get("confusion_matrix")
+    if cm and labels:
+        width = max(6, *(len(x) + 1 for x in labels))
+        lines.append("confusion matrix (rows: true stage, columns: predicted):")
+        lines.append(" " * width + "".join(f"{x:>{width}}" for x in labels))
+        lines += [f"{name:>{width}}" + "".join(f"{n:>{width}}" for n in row) for name, row in zip(labels, cm)]
+    return "\n".join(lines)
+
+
 def is_staging_task(task: Any) -> bool:
     """Whether a task is scored like sleep staging (single-label, Cohen's kappa its primary metric)."""
     return getattr(task, "primary_metric", None) == "kappa" and not getattr(task, "multi_label", True)
 
 
-__all__ = ["is_staging_task", "staging_intervals", "staging_metrics"]
+__all__ = ["format_staging_report", "is_staging_task", "staging_intervals", "staging_metrics"]
