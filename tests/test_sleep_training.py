@@ -3,12 +3,20 @@ trained through the CLI on an SHHS fixture (EDF + NSRR XML) into a LoRA sequence
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+
+import huggingface_hub
 
 import numpy as np
 import pytest
 import torch
+from fake_hub import FakeHub
+from huggingface_hub import HfApi, ModelCard
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 from test_sleep import R, S1, S2, S3, W, shhs_record
 from tiny_backbones import tiny_backbone
@@ -18,6 +26,8 @@ from ecg_adapt.cli import main
 from ecg_adapt.data import build_cache, open_source
 from ecg_adapt.data.context import ContextWindowDataset
 from ecg_adapt.evaluation.predictions import load_predictions
+from ecg_adapt.hub import prepare_push_folder, push_to_hub
+from ecg_adapt.hub.errors import HubError
 from ecg_adapt.models.sequence import ECGSequenceClassifier
 from ecg_adapt.processing import ECGProcessor
 from ecg_adapt.tasks.bootstrap import metric_intervals
@@ -27,6 +37,7 @@ from ecg_adapt.tasks.windows import aggregate_windows
 from ecg_adapt.training import Recipe, RecipeError, recipes_dir
 
 STAGES = ["W", "light", "deep", "REM"]
+BACKBONE_REPO = "ecg-test/tiny-ecgfounder"
 
 
 def scored_nights(n_subjects: int = 8, epochs: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,20 +118,42 @@ def shhs_nights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predictions(
-    shhs_nights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    backbone_dir = tmp_path / "ecgfounder"
+@dataclass
+class ShhsRun:
+    run: Path
+    backbone: Path
+    data: Path
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def shhs_run(shhs_nights: Path, tmp_path_factory: pytest.TempPathFactory) -> ShhsRun:
+    """The shipped SHHS recipe trained two steps through the CLI on a tiny ECGFounder (what a new user runs)."""
+    root = tmp_path_factory.mktemp("shhs_run")
+    backbone_dir = root / "ecgfounder"
     tiny_backbone("ecgfounder").save_pretrained(backbone_dir)
-    run = tmp_path / "run"
-    code = main(["train", str(recipes_dir() / "ecgfounder_lora_shhs_stages4.yaml"),
-                 f"model.model_name_or_path={backbone_dir}", f"data.path={shhs_nights}",
-                 f"data.cache_dir={tmp_path / 'cache'}", "model.sequence_hidden_size=8", "training.max_steps=2",
-                 "training.per_device_train_batch_size=4", "training.per_device_eval_batch_size=8",
-                 "training.eval_strategy=no", "training.save_strategy=no", "training.bootstrap_resamples=50",
-                 f"output.output_dir={run}"])
+    run = root / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["train", str(recipes_dir() / "ecgfounder_lora_shhs_stages4.yaml"),
+                     f"model.model_name_or_path={backbone_dir}", f"data.path={shhs_nights}",
+                     f"data.cache_dir={root / 'cache'}", "model.sequence_hidden_size=8", "training.max_steps=2",
+                     "training.per_device_train_batch_size=4", "training.per_device_eval_batch_size=8",
+                     "training.eval_strategy=no", "training.save_strategy=no", "training.bootstrap_resamples=50",
+                     f"output.output_dir={run}"])
     assert code == 0
-    out = capsys.readouterr().out
+    # train() leaves its FileHandler on the "ecg_adapt" logger; detach it so later log lines stay out of train.log
+    run_logger = logging.getLogger("ecg_adapt")
+    for handler in [h for h in run_logger.handlers if isinstance(h, logging.FileHandler)]:
+        run_logger.removeHandler(handler)
+        handler.close()
+    return ShhsRun(run=run, backbone=backbone_dir, data=shhs_nights, stdout=stdout.getvalue())
+
+
+def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predictions(
+    shhs_run: ShhsRun, tmp_path: Path
+) -> None:
+    out, run = shhs_run.stdout, shhs_run.run
     assert "test Cohen's kappa:" in out and "per-subject kappa over" in out and "confusion matrix" in out
     assert "AUROC" not in out.split("model:")[0]
 
@@ -137,7 +170,7 @@ def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predi
     assert isinstance(model, ECGSequenceClassifier)
     processor = ECGProcessor.from_pretrained(str(model_dir))
     saved = load_predictions(run / "predictions" / "test.npz")
-    source = open_source("shhs", shhs_nights, lead_name="I")
+    source = open_source("shhs", shhs_run.data, lead_name="I")
     task = source.task("stages4")
     ids = [str(i) for i in saved.record_ids]
     cache = build_cache(source, processor, ids, cache_dir=tmp_path / "cache2", progress=False)
@@ -150,3 +183,40 @@ def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predi
     # The run predicted with the context encoder's weights still trainable, where torch's CPU GRU takes another
     # kernel (last-bit differences); the frozen round trip is bit-exact (tests/test_sequence_adaptation.py).
     np.testing.assert_allclose(per_epoch, saved.y_score, rtol=0, atol=1e-6)
+
+
+def test_the_sequence_model_is_pushed_with_its_card_and_loads_back_from_the_hub(
+    shhs_run: ShhsRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    with pytest.raises(HubError, match="sequence model"):
+        prepare_push_folder(shhs_run.run, BACKBONE_REPO, merged=True, license="apache-2.0")
+    with FakeHub() as hub:
+        api = HfApi(endpoint=hub.url, token="dummy")
+        api.create_repo(BACKBONE_REPO)
+        api.upload_folder(repo_id=BACKBONE_REPO, folder_path=shhs_run.backbone, commit_message="tiny backbone")
+        push_to_hub(shhs_run.run, "ecg-test/sleep-lora", base_model=BACKBONE_REPO, token="dummy",
+                    license="apache-2.0", endpoint=hub.url)
+        files = hub.repo("ecg-test/sleep-lora").files("main")
+        folder = Path(huggingface_hub.snapshot_download("ecg-test/sleep-lora", endpoint=hub.url, token="dummy",
+                                                        local_dir=tmp_path / "download"))
+    assert {"sequence_model.safetensors", "adapter_model.safetensors", "head.safetensors", "config.json",
+            "README.md", "model_complete.json"} <= set(files)
+    assert "model.safetensors" not in files  # the backbone stays where it is
+    card = files["README.md"].decode()
+    assert "A sleep-staging sequence model from the ECG" in card and "a bidirectional GRU runs over the 7" in card
+    assert "labelled `ECG`, `EKG`" in card and "lead `I`" in card
+    assert "Test Cohen's kappa **" in card and "per-subject Cohen's kappa" in card and "confusion matrix" in card
+    assert "whole subjects resampled" in card and "macro AUROC **" not in card
+    meta = ModelCard(card).data
+    assert "sleep-staging" in meta.tags and "cohen_kappa" in meta.metrics
+    kappa = [r for r in meta.eval_results if r.metric_type == "cohen_kappa" and r.metric_config is None
+             and r.dataset_split == "test"]
+    assert [r.metric_value for r in kappa] == [json.loads((shhs_run.run / "metrics.json").read_text())["test"]["kappa"]]
+
+    pushed = load_adapted(folder, backbone_name_or_path=str(shhs_run.backbone))
+    local = load_adapted(shhs_run.run / "model")
+    x = torch.randn((2, local.config.window_count) + tuple(ECGProcessor.from_pretrained(str(folder)).contract.input_shape),
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(pushed(input_values=x).logits, local(input_values=x).logits)

@@ -134,6 +134,9 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     head_file = folder / "head.safetensors"  # peft methods: the head beside the adapter (peft_methods.HEAD_WEIGHTS_NAME)
     if head_file.exists():
         foreign += [k for k in _tensor_names(head_file) if not k.startswith("classifier.")]
+    sequence_file = folder / "sequence_model.safetensors"  # adaptation.core.SEQUENCE_WEIGHTS_NAME
+    if sequence_file.exists():
+        foreign += [k for k in _tensor_names(sequence_file) if not k.startswith("context_encoder.")]
     if foreign:
         raise HubError(f"The {method} weights hold tensors that are not adapter/head weights (e.g. {foreign[:3]}): "
                        "refusing to upload backbone weights with an adapter-only push")
@@ -253,6 +256,9 @@ def prepare_push_folder(
     base = resolve_base_model(recorded, base_model)
     if merged and method == "full":
         raise HubError("merged=True merges an adapter into its backbone; this run was fully fine-tuned already")
+    if merged and _read_json(model_dir / "config.json").get("model_type") == "ecg_sequence_classifier":
+        raise HubError("merged=True gives a plain window classifier, which cannot hold this run's sequence model over "
+                       "the neighbouring windows; push the adapter with its sequence model (merged=False)")
     if merged:
         from ..adaptation import get_method
 
