@@ -155,3 +155,16 @@ def test_sequence_folder_errors_are_clear(backbone_dirs: dict[str, Path], tmp_pa
     (folder / SEQUENCE_WEIGHTS_NAME).unlink()
     with pytest.raises(IncompleteModelError, match=SEQUENCE_WEIGHTS_NAME):
         load_adapted(folder)
+
+
+def test_every_parameter_is_in_the_graph_when_no_window_is_missing(backbone_dirs: dict[str, Path]) -> None:
+    """DistributedDataParallel (without find_unused_parameters) needs every trainable parameter in every step's
+    graph: the missing-window embedding gets a gradient (zero) from a batch whose windows are all present."""
+    model = adapt(sequence_model(backbone_dirs["hubert_ecg"], kind="transformer"), "lora", r=4)
+    batch = context_batch(model)
+    batch["attention_mask"][:] = 1
+    model.train()
+    model(**batch).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert torch.count_nonzero(model.context_encoder.missing_window.grad) == 0

@@ -164,6 +164,7 @@ def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predi
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model_type"] == "ecg_sequence_classifier" and config["context"] == 3  # 1 epoch = three 10 s windows
     assert config["ecg_channels"] == ["ECG", "EKG"] and config["ecg_lead"] == "I" and config["epoch_seconds"] == 30
+    assert config["windows_per_epoch"] == 3
     assert json.loads((model_dir / "adapter_config.json").read_text())["peft_type"] == "LORA"
 
     model = load_adapted(model_dir)

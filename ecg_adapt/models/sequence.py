@@ -10,6 +10,12 @@ over the K pooled embeddings, and predicts the centre window's label with the wi
     centre        = pooled_c + out_proj(sequence_model(in_proj(pooled_0 .. pooled_{K-1}))[c])
     logits        = window_classifier.classifier(dropout(centre))
 
+Adaptation: :func:`ecg_adapt.adaptation.adapt` applies any method (LoRA and the other peft methods, bottleneck
+adapters, prompts, probes, full fine-tuning) to the window classifier inside; the sequence model always trains
+beside it, and :func:`~ecg_adapt.adaptation.save_adapted` / :func:`~ecg_adapt.adaptation.load_adapted` save and
+reload both. For prediction on whole recordings the config records the epoch, the channel labels that carry the
+ECG in a polysomnography file, the contract lead they were fed as and the windows per epoch.
+
 ``out_proj`` starts at zero, so a fresh sequence classifier computes exactly what its window classifier
 computes: :meth:`ECGSequenceClassifier.from_classifier` turns a trained window classifier into a context model
 that starts from the window model's predictions and learns what the neighbours add. ``sequence_model="none"``
@@ -74,6 +80,10 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
         1-lead ECGFounder. A PSG ECG is one bipolar chest/arm lead closest to lead II or I depending on the
         montage; the recipes name it after the backbone's single lead (``data.source_options.lead_name``), and
         ``None`` means the channel was fed under its own label.
+    windows_per_epoch (`int`): the backbone windows the processor cuts from one epoch (3 for 30 s and 10 s
+        windows). ``context`` counts windows: window ``w`` of epoch ``i`` sits at position ``i * windows_per_epoch
+        + w`` of the recording and its neighbours are the adjacent positions (absent ones: zeros, mask 0); an
+        epoch's probabilities are the mean of its windows' (see :mod:`ecg_adapt.data.context`).
     """
 
     model_type = "ecg_sequence_classifier"
@@ -93,6 +103,7 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
     epoch_seconds: float | int = 30.0
     ecg_channels: list[str] | None = None
     ecg_lead: str | None = None
+    windows_per_epoch: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -104,6 +115,8 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
             raise ValueError(f"context must be >= 0, got {self.context}")
         if self.sequence_hidden_size < 1 or self.sequence_num_layers < 1:
             raise ValueError("sequence_hidden_size and sequence_num_layers must be positive")
+        if self.windows_per_epoch is not None and self.windows_per_epoch < 1:
+            raise ValueError(f"windows_per_epoch must be >= 1, got {self.windows_per_epoch}")
         if self.epoch_seconds <= 0:
             raise ValueError(f"epoch_seconds must be positive, got {self.epoch_seconds}")
         if self.ecg_channels is not None and (not self.ecg_channels or not all(isinstance(c, str) and c for c in self.ecg_channels)):
@@ -354,13 +367,16 @@ class ECGSequenceClassifier(PreTrainedModel):
                 raise ValueError("a centre window has an all-zero attention_mask: the centre must be a real window")
             x = input_values.reshape((b * k,) + window_shape)
             m = None if attention_mask is None else attention_mask.reshape((b * k,) + window_shape)
+            # Also when every window is present, the missing-window embedding enters the graph (overwritten, so
+            # with a zero gradient): under DistributedDataParallel a parameter left out of some steps' graphs
+            # would fail the gradient reduction (without find_unused_parameters).
+            rows = present.reshape(-1).nonzero().squeeze(1)
             if bool(present.all()):
-                embeddings = self._embed(x, m).reshape(b, k, -1)
+                pooled = self._embed(x, m)
             else:
-                rows = present.reshape(-1).nonzero().squeeze(1)
                 pooled = self._embed(x[rows], None if m is None else m[rows])
-                missing = self.context_encoder.missing_window.to(pooled.dtype).expand(b * k, pooled.shape[-1])
-                embeddings = missing.index_put((rows,), pooled).reshape(b, k, -1)
+            missing = self.context_encoder.missing_window.to(pooled.dtype).expand(b * k, pooled.shape[-1])
+            embeddings = missing.index_put((rows,), pooled).reshape(b, k, -1)
             centre = embeddings[:, c] + self.context_encoder(embeddings, present)
         logits = self._classify(centre)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)

@@ -224,7 +224,8 @@ def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]
     return datasets, context
 
 
-def _sequence_model(recipe: Recipe, window: ECGClassifier, context: int, source: Any) -> ECGSequenceClassifier:
+def _sequence_model(recipe: Recipe, window: ECGClassifier, context: int, source: Any,
+                    windows_per_epoch: int) -> ECGSequenceClassifier:
     """The window classifier inside an :class:`ECGSequenceClassifier`, recording how a PSG file feeds it: the
     source's ECG channel labels (in its order of preference), the contract lead they were fed as, the epoch."""
     m = recipe.model
@@ -235,7 +236,7 @@ def _sequence_model(recipe: Recipe, window: ECGClassifier, context: int, source:
         sequence_dropout=m.sequence_dropout,
         epoch_seconds=float(getattr(source, "epoch_seconds", None) or 30.0),
         ecg_channels=[str(c) for c in channels] if channels else None,
-        ecg_lead=getattr(source, "lead_name", None),
+        ecg_lead=getattr(source, "lead_name", None), windows_per_epoch=windows_per_epoch,
     )
 
 
@@ -394,7 +395,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     if tr.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if context is not None:
-        model = _sequence_model(recipe, model, context, source)
+        model = _sequence_model(recipe, model, context, source, _windows_per_unit(cache))
     model = adapt(model, recipe.adaptation)
     params = count_parameters(model)
 
