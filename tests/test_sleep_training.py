@@ -34,7 +34,7 @@ from ecg_adapt.tasks.bootstrap import metric_intervals
 from ecg_adapt.tasks.metrics import single_label_metrics
 from ecg_adapt.tasks.staging import format_staging_report, staging_intervals, staging_metrics
 from ecg_adapt.tasks.windows import aggregate_windows
-from ecg_adapt.training import Recipe, RecipeError, recipes_dir
+from ecg_adapt.training import Recipe, RecipeError, recipes_dir, train
 
 STAGES = ["W", "light", "deep", "REM"]
 BACKBONE_REPO = "ecg-test/tiny-ecgfounder"
@@ -221,3 +221,21 @@ def test_the_sequence_model_is_pushed_with_its_card_and_loads_back_from_the_hub(
                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(pushed(input_values=x).logits, local(input_values=x).logits)
+
+
+@pytest.mark.parametrize("kind,context_epochs,windows", [("none", 2, 1), ("transformer", 0, 1)])
+def test_other_sequence_models_train_with_the_context_they_say(
+    kind: str, context_epochs: int, windows: int, shhs_run: ShhsRun, tmp_path: Path
+) -> None:
+    """``none`` reads the centre window only whatever context_epochs says; a transformer with no context sees K=1."""
+    recipe = Recipe.from_yaml(recipes_dir() / "ecgfounder_lora_shhs_stages4.yaml", [
+        f"model.model_name_or_path={shhs_run.backbone}", f"data.path={shhs_run.data}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"model.sequence_model={kind}", f"model.context_epochs={context_epochs}",
+        "model.sequence_hidden_size=8", "model.sequence_num_heads=2", "training.max_steps=1",
+        "training.per_device_train_batch_size=4", "training.eval_strategy=no", "training.save_strategy=no",
+        "training.bootstrap_resamples=0", f"output.output_dir={tmp_path / 'run'}"])
+    metrics = train(recipe)
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["sequence_model"] == kind and 2 * config["context"] + 1 == windows
+    assert metrics["global_step"] == 1 and "confusion_matrix" in metrics["test"]
+    assert (tmp_path / "run" / "model" / ("sequence_model.safetensors")).exists() == (kind != "none")

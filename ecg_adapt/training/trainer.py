@@ -211,6 +211,10 @@ def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]
     """Each split's windows with ``model.context_epochs`` epochs of neighbours on each side, and that context in
     windows (``context_epochs * W``, ``W`` windows per epoch)."""
     epochs = 2 if recipe.model.context_epochs is None else recipe.model.context_epochs
+    if recipe.model.sequence_model == "none":  # the baseline looks at the centre window only: read nothing else
+        if epochs:
+            logger.info("model.sequence_model none reads the centre window only: model.context_epochs %d not used", epochs)
+        epochs = 0
     per_unit = _windows_per_unit(cache)
     context = epochs * per_unit
     try:
@@ -218,7 +222,7 @@ def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]
                     for s, ids in split_ids.items()}
     except ValueError as e:  # units that are not "<record>/<index>": not a source of long recordings
         raise RecipeError(f"model.sequence_model needs a source of long recordings whose units are "
-                          f"'<record>/<index>' (slpdb, shhs, mesa, apnea_ecg, mitdb): {e}") from e
+                          f"'<record>/<index>' (e.g. slpdb, shhs, mesa, apnea_ecg): {e}") from e
     logger.info("sequence model %s: %d epoch(s) of context on each side, %d window(s) per epoch: %d windows per input",
                 recipe.model.sequence_model, epochs, per_unit, 2 * context + 1)
     return datasets, context
