@@ -149,8 +149,6 @@ def test_sequence_folder_errors_are_clear(backbone_dirs: dict[str, Path], tmp_pa
     model = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "lora", r=4)
     with pytest.raises(ValueError, match="already carries an adapter"):
         adapt(model, "lora")
-    with pytest.raises(UnsupportedAdaptationError, match="sequence model"):
-        merge_for_deployment(model)
     folder = save_adapted(model, tmp_path / "model")
     (folder / SEQUENCE_WEIGHTS_NAME).unlink()
     with pytest.raises(IncompleteModelError, match=SEQUENCE_WEIGHTS_NAME):
@@ -168,3 +166,21 @@ def test_every_parameter_is_in_the_graph_when_no_window_is_missing(backbone_dirs
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
     assert torch.count_nonzero(model.context_encoder.missing_window.grad) == 0
+
+
+def test_merging_folds_the_backbone_adapter_and_keeps_the_sequence_model(backbone_dirs: dict[str, Path]) -> None:
+    model = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "lora", r=4)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    batch = context_batch(model)
+    model.eval().requires_grad_(False)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        merged = merge_for_deployment(model)
+        assert isinstance(merged, ECGSequenceClassifier) and merged.window_classifier is merged.base_window_classifier
+        assert not any("lora_" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-5)
+    houlsby = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "houlsby_adapter")
+    with pytest.raises(UnsupportedAdaptationError, match="cannot be merged"):
+        merge_for_deployment(houlsby)

@@ -27,7 +27,6 @@ from ecg_adapt.data import build_cache, open_source
 from ecg_adapt.data.context import ContextWindowDataset
 from ecg_adapt.evaluation.predictions import load_predictions
 from ecg_adapt.hub import prepare_push_folder, push_to_hub
-from ecg_adapt.hub.errors import HubError
 from ecg_adapt.models.sequence import ECGSequenceClassifier
 from ecg_adapt.processing import ECGProcessor
 from ecg_adapt.tasks.bootstrap import metric_intervals
@@ -190,8 +189,13 @@ def test_the_sequence_model_is_pushed_with_its_card_and_loads_back_from_the_hub(
     shhs_run: ShhsRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    with pytest.raises(HubError, match="sequence model"):
-        prepare_push_folder(shhs_run.run, BACKBONE_REPO, merged=True, license="apache-2.0")
+    # merged: LoRA folded into the backbone, the sequence model beside it, one full model.safetensors
+    merged = prepare_push_folder(shhs_run.run, BACKBONE_REPO, merged=True, license="apache-2.0",
+                                 output_dir=tmp_path / "merged")
+    assert (merged / "model.safetensors").exists() and not (merged / "adapter_model.safetensors").exists()
+    assert json.loads((merged / "config.json").read_text())["model_type"] == "ecg_sequence_classifier"
+    full = load_adapted(merged)
+    assert isinstance(full, ECGSequenceClassifier) and full.config.ecg_channels == ["ECG", "EKG"]
     with FakeHub() as hub:
         api = HfApi(endpoint=hub.url, token="dummy")
         api.create_repo(BACKBONE_REPO)
@@ -221,6 +225,7 @@ def test_the_sequence_model_is_pushed_with_its_card_and_loads_back_from_the_hub(
                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(pushed(input_values=x).logits, local(input_values=x).logits)
+        torch.testing.assert_close(full(input_values=x).logits, local(input_values=x).logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind,context_epochs,windows", [("none", 2, 1), ("transformer", 0, 1)])

@@ -252,9 +252,10 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     return dst
 
 
-def merge_for_deployment(model: nn.Module) -> ECGClassifier:
+def merge_for_deployment(model: nn.Module) -> ECGClassifier | ECGSequenceClassifier:
     """A plain :class:`ECGClassifier` computing the same function as an adapted model, for deployment (the one
-    merge verb of ecg_adapt; the models' own ``merge_and_unload`` is peft's, without these checks).
+    merge verb of ecg_adapt; the models' own ``merge_and_unload`` is peft's, without these checks). An adapted
+    :class:`~ecg_adapt.models.sequence.ECGSequenceClassifier` is returned itself, its window classifier merged.
 
     Native methods already are one (the trained weights live in the classifier). Mergeable peft methods are
     folded into the backbone weights (``merge_and_unload``) and returned frozen, in eval mode, with the trained
@@ -271,9 +272,13 @@ def merge_for_deployment(model: nn.Module) -> ECGClassifier:
     """
     config: AdaptationConfig | None = getattr(model, "adaptation_config", None)
     if isinstance(model, ECGSequenceClassifier):
-        raise UnsupportedAdaptationError(
-            "merge_for_deployment returns a plain ECGClassifier, which cannot hold a sequence model's context "
-            "encoder; deploy the adapted sequence model as it is (save_adapted / load_adapted)")
+        # The window classifier inside is merged like any other; the sequence model keeps its own weights.
+        window = model.window_classifier
+        if window is not model.base_window_classifier:
+            window.adaptation_config = config  # type: ignore[attr-defined]  # the checks below read it
+            model.window_classifier = merge_for_deployment(window)
+        model.requires_grad_(False)
+        return model.eval()  # type: ignore[return-value]
     clf = _classifier_of(model)
     if model is clf:
         return clf

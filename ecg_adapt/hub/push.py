@@ -256,9 +256,6 @@ def prepare_push_folder(
     base = resolve_base_model(recorded, base_model)
     if merged and method == "full":
         raise HubError("merged=True merges an adapter into its backbone; this run was fully fine-tuned already")
-    if merged and _read_json(model_dir / "config.json").get("model_type") == "ecg_sequence_classifier":
-        raise HubError("merged=True gives a plain window classifier, which cannot hold this run's sequence model over "
-                       "the neighbouring windows; push the adapter with its sequence model (merged=False)")
     if merged:
         from ..adaptation import get_method
 
