@@ -80,6 +80,9 @@ def test_staging_intervals_resample_subjects_not_epochs() -> None:
     # subjects differ a lot in accuracy: intervals over subjects are much wider than over independent epochs
     width = {k: d["kappa"].high - d["kappa"].low for k, d in (("subject", subject), ("epoch", epochs))}
     assert width["subject"] > 1.5 * width["epoch"], width
+    full = staging_metrics(y, p, s, STAGES)  # the estimates are the metrics of the whole test set
+    assert subject["kappa"].estimate == pytest.approx(full["kappa"])
+    assert subject["per_class_f1/deep"].estimate == pytest.approx(full["per_class_f1"]["deep"])
     mean = subject["subject_kappa_mean"]
     assert mean.estimate == pytest.approx(staging_metrics(y, p, s, STAGES)["subject_kappa_mean"])
     assert mean.low < mean.estimate < mean.high
