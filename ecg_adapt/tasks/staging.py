@@ -44,6 +44,13 @@ def _kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float | No
     return float(cohen_kappa_score(y_true, y_pred, labels=list(range(n_classes))))
 
 
+def _subject_rows(subjects: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """The sorted subjects and the row indices of each (one sort, not one scan of all rows per subject)."""
+    codes, inverse = np.unique(subjects, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return [str(c) for c in codes], np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
+
+
 def staging_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_prob: np.ndarray,
@@ -115,8 +122,7 @@ def staging_metrics(
     if len(subjects) != len(y_true):
         raise ValueError(f"{len(subjects)} subject ids for {len(y_true)} epochs")
     per_subject: dict[str, dict[str, Any]] = {}
-    for s in sorted(set(subjects.tolist())):
-        sel = subjects == s
+    for s, sel in zip(*_subject_rows(subjects)):
         per_subject[s] = {
             "n_epochs": int(sel.sum()),
             "accuracy": float((y_pred[sel] == y_true[sel]).mean()),
@@ -170,8 +176,8 @@ def staging_intervals(
     n_classes = len(labels)
     sizes = np.bincount(code, minlength=len(codes))
     y_pred = y_prob.argmax(axis=1)
-    kappa = np.array([np.nan if (k := _kappa(y_true[code == c], y_pred[code == c], n_classes)) is None else k
-                      for c in range(len(codes))])
+    kappa = np.array([np.nan if (k := _kappa(y_true[rows], y_pred[rows], n_classes)) is None else k
+                      for rows in _subject_rows(subjects)[1]])
     defined = np.isfinite(kappa)
     per_subject_cm = np.zeros((len(codes), n_classes, n_classes))
     np.add.at(per_subject_cm, (code, y_true, y_pred), 1)
