@@ -275,3 +275,21 @@ def test_a_built_wheel_ships_every_recipe(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("ecg_adapt-*.whl")
     shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("ecg_adapt/recipes/")}
     assert shipped == {p.name for p in SHIPPED}
+
+
+def test_the_apnea_recipe_takes_the_sequence_head_with_its_one_minute_unit(
+    apnea_ecg_root: Path, tiny_backbones: dict[str, Path], tmp_path: Path
+) -> None:
+    """The sequence keys work on any source of long recordings: Apnea-ECG minutes, a GRU over the neighbours."""
+    recipe = Recipe.from_yaml(recipes_dir() / "ecgfounder_lora_apnea_ecg_apnea.yaml", [
+        f"model.model_name_or_path={tiny_backbones['ecgfounder']}", f"data.path={apnea_ecg_root}",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.sequence_model=gru", "model.context_epochs=1",
+        "model.sequence_hidden_size=8", "training.max_steps=1", "training.per_device_train_batch_size=2",
+        "training.eval_strategy=no", "training.save_strategy=no", "training.bootstrap_resamples=0",
+        f"output.output_dir={tmp_path / 'run'}"])
+    metrics = train(recipe)
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["model_type"] == "ecg_sequence_classifier" and config["epoch_seconds"] == 60
+    assert config["windows_per_epoch"] == 6 and config["context"] == 6  # a minute is six 10 s windows
+    assert config["ecg_lead"] == recipe.data.source_options.get("lead_name")
+    assert metrics["global_step"] == 1 and "confusion_matrix" not in metrics["test"]  # not a staging task
