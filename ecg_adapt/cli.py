@@ -38,7 +38,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .tasks.bootstrap import describe_test_metric
 
     primary = metrics.get("primary_metric") or "macro_auroc"
-    print(f"test {primary}: {describe_test_metric(metrics['test'], primary)}")
+    if "confusion_matrix" in metrics["test"]:  # sleep staging: kappa, F1s, per-subject kappa, confusion matrix
+        from .tasks.staging import format_staging_report
+
+        print("test " + format_staging_report(metrics["test"]).replace("\n", "\n  "))
+    else:
+        print(f"test {primary}: {describe_test_metric(metrics['test'], primary)}")
     selection = metrics.get("selection") or {}
     print(f"model: {'step ' + str(selection.get('best_step')) + ' (best validation)' if selection.get('selected') == 'best' else selection.get('reason', 'last step')}")
     return 0

@@ -3,6 +3,8 @@ of its family with tiny data in the real on-disk layout of its source."""
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from ecg_adapt.training import Recipe, RecipeError, list_recipes, recipes_dir, t
 from ecg_adapt.training.catalogue import copy_recipe, find_recipe, read_info
 
 from conftest import ROOT, SAMPLES, need
-from test_sleep import slpdb_record
+from test_sleep import R, S1, S2, S3, W, shhs_record, slpdb_record
 from tiny_backbones import TINY_CONFIGS, tiny_backbone
 
 SHIPPED = sorted(recipes_dir().glob("*.yaml"))
@@ -37,7 +39,8 @@ def test_the_catalogue_covers_every_family_and_the_required_tasks() -> None:
     for family in CNN_FAMILIES:
         assert f"{family}_full_ptbxl_superdiagnostic" in infos, family
     covered = {(r.dataset, r.task) for r in infos.values()}
-    for required in [("cinc2021", "scored"), ("mitdb", "aami"), ("apnea_ecg", "apnea"), ("slpdb", "stages4")]:
+    for required in [("cinc2021", "scored"), ("mitdb", "aami"), ("apnea_ecg", "apnea"), ("slpdb", "stages4"),
+                     ("shhs", "stages4")]:
         assert required in covered, required
     assert all(r.family in FAMILIES for r in infos.values())
     # the checkout's recipes/ is the packaged folder (a symlink), so Makefile paths and installs agree
@@ -162,6 +165,17 @@ def slpdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def shhs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SHHS-1 in the NSRR layout: 8 participants, four 30 s epochs each (EDF with the SHHS montage, ECG at 125 Hz,
+    and NSRR XML stages cycling through wake, light, deep and REM)."""
+    root = tmp_path_factory.mktemp("shhs")
+    cycle = [W, S1, S3, R, S2]
+    for i in range(1, 9):
+        shhs_record(root, "shhs1", f"shhs1-20000{i}", [cycle[(i + k) % len(cycle)] for k in range(4)], n_epochs=4)
+    return root
+
+
+@pytest.fixture(scope="module")
 def tiny_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A saved tiny backbone per family, written on first use (save_pretrained, like a converted release)."""
     root = tmp_path_factory.mktemp("backbones")
@@ -211,6 +225,14 @@ def test_recipe_trains_two_steps_on_a_tiny_backbone_and_real_layout_data(
     assert metrics["adaptation"] == info.method and metrics["task"].split("/")[-1] == info.task
     assert (tmp_path / "run" / "model" / "config.json").exists()
     assert all(n > 0 for n in metrics["data"]["records"].values()), metrics["data"]["records"]
+    if recipe.model.sequence_model:  # sleep staging: the sequence model, its recording mapping, staging metrics
+        config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+        assert config["model_type"] == "ecg_sequence_classifier"
+        assert config["sequence_model"] == recipe.model.sequence_model
+        assert config["ecg_channels"][0] == "ECG" and config["ecg_lead"] == "I" and config["epoch_seconds"] == 30
+        for key in ("kappa", "macro_f1", "per_class_f1", "confusion_matrix", "subject_kappa_mean", "per_subject"):
+            assert key in metrics["test"], key
+        assert metrics["test"]["ci_info"]["unit"] == "subject"
 
 
 def test_train_help_schema_and_catalogue_import_no_torch() -> None:
@@ -253,3 +275,21 @@ def test_a_built_wheel_ships_every_recipe(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("ecg_adapt-*.whl")
     shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("ecg_adapt/recipes/")}
     assert shipped == {p.name for p in SHIPPED}
+
+
+def test_the_apnea_recipe_takes_the_sequence_head_with_its_one_minute_unit(
+    apnea_ecg_root: Path, tiny_backbones: dict[str, Path], tmp_path: Path
+) -> None:
+    """The sequence keys work on any source of long recordings: Apnea-ECG minutes, a GRU over the neighbours."""
+    recipe = Recipe.from_yaml(recipes_dir() / "ecgfounder_lora_apnea_ecg_apnea.yaml", [
+        f"model.model_name_or_path={tiny_backbones['ecgfounder']}", f"data.path={apnea_ecg_root}",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.sequence_model=gru", "model.context_epochs=1",
+        "model.sequence_hidden_size=8", "training.max_steps=1", "training.per_device_train_batch_size=2",
+        "training.eval_strategy=no", "training.save_strategy=no", "training.bootstrap_resamples=0",
+        f"output.output_dir={tmp_path / 'run'}"])
+    metrics = train(recipe)
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["model_type"] == "ecg_sequence_classifier" and config["epoch_seconds"] == 60
+    assert config["windows_per_epoch"] == 6 and config["context"] == 6  # a minute is six 10 s windows
+    assert config["ecg_lead"] == recipe.data.source_options.get("lead_name")
+    assert metrics["global_step"] == 1 and "confusion_matrix" not in metrics["test"]  # not a staging task

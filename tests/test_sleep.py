@@ -455,6 +455,7 @@ def test_staging_metrics_on_hand_checked_numbers() -> None:
     assert m["per_subject"]["b"]["kappa"] == pytest.approx(0.5)
     assert m["subject_kappa_mean"] == pytest.approx(0.45) and m["subject_kappa_sd"] == pytest.approx(math.sqrt(0.005))
     assert m["subject_accuracy_mean"] == pytest.approx(2 / 3) and m["subject_accuracy_sd"] == pytest.approx(0.0)
+    assert (m["subject_kappa_min"], m["subject_kappa_max"]) == pytest.approx((0.4, 0.5))
     assert m["n_subjects"] == 2 and m["subjects_kappa_undefined"] == []
 
 
@@ -465,6 +466,7 @@ def test_staging_metrics_edge_cases() -> None:
     m = staging_metrics(y, p, ["a", "a", "a", "a", "c", "c"], ["W", "NREM", "REM"])
     assert m["per_subject"]["c"]["kappa"] is None and m["subjects_kappa_undefined"] == ["c"]
     assert m["subject_kappa_mean"] == pytest.approx(0.5) and m["subject_kappa_sd"] is None
+    assert m["subject_kappa_min"] == m["subject_kappa_max"] == pytest.approx(0.5)  # over defined kappas only
     assert m["per_class_auroc"]["REM"] is None and m["per_class_f1"]["REM"] == 0.0
     assert "per_subject" not in staging_metrics(y, p, None, ["W", "NREM", "REM"])
     with pytest.raises(ValueError, match="shape"):

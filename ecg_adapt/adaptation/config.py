@@ -160,7 +160,7 @@ class AdaptationConfig:
         of one field is an error naming them)."""
         d = field_names(d)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known - {"ecg_adapt_version", "backbone_name_or_path", "trainable_parameters", "kind"}
+        unknown = set(d) - known - {"ecg_adapt_version", "backbone_name_or_path", "trainable_parameters", "kind", "model_type"}
         if unknown:
             raise ValueError(f"Unknown adaptation fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{k: v for k, v in d.items() if k in known})

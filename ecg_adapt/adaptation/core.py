@@ -19,6 +19,15 @@ module         ecg_adapt's adapter files in the same form (bottleneck adapters, 
 Every save also writes the classifier's ``config.json`` (labels, head, backbone id) and the processor's
 ``preprocessor_config.json``, so :func:`load_adapted` can rebuild the model from the folder alone (plus the
 backbone, fetched from its recorded hub id or path for adapter-only saves).
+
+**Sequence models.** An :class:`~ecg_adapt.models.sequence.ECGSequenceClassifier` is adapted through the window
+classifier inside it: the method applies to that classifier exactly as above (the adapter targets its backbone,
+the head is trained as usual), and the sequence model over the neighbouring windows (``context_encoder``) is
+always trained beside it. Its folder is the window classifier's folder with two differences: ``config.json`` is
+the sequence model's config (``model_type: ecg_sequence_classifier``: the window fields, the sequence fields and
+the recording-channel mapping), and ``sequence_model.safetensors`` holds the sequence model's weights (``full``
+saves everything in ``model.safetensors`` instead). The backbone adapter keeps its plain-peft layout, so
+``PeftModel.from_pretrained(AutoModel.from_pretrained(backbone), folder)`` still loads it.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models.classifier import ECGClassifier, ECGClassifierConfig
+from ..models.sequence import ECGSequenceClassifier, ECGSequenceClassifierConfig
 from ..models.registry import load_backbone
 from ..processing.processor import ECGProcessor
 from ..utils import atomic_folder
@@ -45,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 ADAPTATION_CONFIG_NAME = "adaptation_config.json"
 TRAINED_WEIGHTS_NAME = "adapter_model.safetensors"
+SEQUENCE_WEIGHTS_NAME = "sequence_model.safetensors"
+"""The sequence model's own weights (``context_encoder.*``) in the folder of an adapted sequence classifier."""
 MODEL_COMPLETE_MARKER = "model_complete.json"
 """Written last into a model folder (after every other file, before the folder is renamed into place);
 loaders refuse a folder without it."""
@@ -105,10 +117,19 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
 
 def _classifier_of(model: nn.Module) -> ECGClassifier:
+    """The plain window classifier of a classifier, an adapted classifier, or a (possibly adapted) sequence model."""
+    if isinstance(model, ECGSequenceClassifier):
+        return model.base_window_classifier
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not isinstance(base, ECGClassifier):
-        raise TypeError(f"adapt() expects an ECGClassifier (or an adapted model of one), got {type(base).__name__}")
+        raise TypeError(f"adapt() expects an ECGClassifier or an ECGSequenceClassifier (or an adapted model of one), "
+                        f"got {type(base).__name__}")
     return base
+
+
+def _window_model(model: nn.Module) -> nn.Module:
+    """What the adaptation method returned for the window classifier (the classifier itself for native methods)."""
+    return model.window_classifier if isinstance(model, ECGSequenceClassifier) else model
 
 
 def check_adaptation(model: ECGClassifier, config: AdaptationConfig | str, **kwargs: Any) -> None:
@@ -127,7 +148,8 @@ def _as_config(config: AdaptationConfig | str | None, kwargs: dict[str, Any]) ->
     return config
 
 
-def adapt(model: ECGClassifier, config: AdaptationConfig | str | None = None, **kwargs: Any) -> nn.Module:
+def adapt(model: ECGClassifier | ECGSequenceClassifier, config: AdaptationConfig | str | None = None,
+          **kwargs: Any) -> nn.Module:
     """Apply an adaptation method to a classifier and log its trainable parameters.
 
     ``config`` may be an :class:`AdaptationConfig`, a method name (with ``AdaptationConfig`` fields as
@@ -137,25 +159,39 @@ def adapt(model: ECGClassifier, config: AdaptationConfig | str | None = None, **
     ``linear_probe``, ``partial``, ``bitfit``, ``norm_tuning``), a ``peft.PeftModel`` for peft methods, an
     :class:`~ecg_adapt.adaptation.modules.AdaptedModel` for bottleneck adapters and prompts.
 
+    An :class:`~ecg_adapt.models.sequence.ECGSequenceClassifier` is adapted through its window classifier (the
+    method targets the backbone inside, the head trains as usual) and returned itself, its ``window_classifier``
+    replaced by what the method returned; its sequence model (``context_encoder``) is trained with every method.
+
     Example:
         >>> model = adapt(classifier, "lora", r=8)   # doctest: +SKIP
         trainable params: 12,345 || all params: 30,221,497 || trainable%: 0.0408
     """
     config = _as_config(config, kwargs)
     clf = _classifier_of(model)
-    if model is not clf:
-        raise ValueError("This model already carries an adapter; adapt the plain ECGClassifier "
+    sequence = model if isinstance(model, ECGSequenceClassifier) else None
+    if _window_model(model) is not clf or (sequence is not None and getattr(sequence, "adaptation_config", None)):
+        raise ValueError("This model already carries an adapter; adapt the plain ECGClassifier or ECGSequenceClassifier "
                          "(to add a second adapter, use the wrapper's add_adapter/load_adapter)")
     spec = get_method(config.method)
     spec.check(clf, config)
     out = spec.apply(clf, config)
+    if sequence is not None:
+        # The adapter lives on the window classifier (in place: peft's injected layers, ecg_adapt's hooks); its
+        # wrapper takes the window classifier's place so that it, and every parameter it adds, is a submodule.
+        # The sequence model over the windows is new for every method: always trained.
+        sequence.window_classifier = out
+        if sequence.context_encoder is not None:
+            sequence.context_encoder.requires_grad_(True)
+        out = sequence
     out.adaptation_config = config  # type: ignore[attr-defined]
     logger.info("adaptation %s: %s", config.method, count_parameters(out))
     return out
 
 
 def trained_state_dict(model: nn.Module) -> dict[str, Any]:
-    """The trainable parameters of a natively adapted classifier, by name (what ``save_adapted`` stores)."""
+    """The trainable parameters of a natively adapted classifier, by name (what ``save_adapted`` stores); for a
+    sequence model, those of its window classifier (the sequence model's own weights are saved beside them)."""
     clf = _classifier_of(model)
     return {n: p.detach().contiguous().cpu() for n, p in clf.named_parameters() if p.requires_grad}
 
@@ -177,24 +213,33 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
             f"{config.method} saves only the trained weights, so the backbone must be reloadable: "
             "load it with load_backbone(path_or_hub_id) (or save it and set config.backbone_name_or_path)"
         )
+    sequence = model if isinstance(model, ECGSequenceClassifier) else None
+    window = _window_model(model)
+    # The model's config.json: the classifier's, or the sequence model's (which holds the window fields too).
+    model_config = sequence.config if sequence is not None else clf.config
     with atomic_folder(dst, suffix=".tmp-save") as tmp:
         if config.method == "full":
-            clf.save_pretrained(tmp)
+            (sequence if sequence is not None else clf).save_pretrained(tmp)
         elif spec.kind == "native":
-            clf.config.save_pretrained(tmp)
+            model_config.save_pretrained(tmp)
             save_file(trained_state_dict(model), str(tmp / TRAINED_WEIGHTS_NAME))
         else:
-            if not hasattr(model, "save_pretrained") or model is clf:
+            if not hasattr(window, "save_pretrained") or window is clf:
                 raise TypeError(f"method {config.method!r} expects the model returned by adapt()")
-            model.save_pretrained(tmp)
+            window.save_pretrained(tmp)
             if spec.kind == "peft":
                 from .peft_methods import save_backbone_adapter
 
                 save_backbone_adapter(tmp)  # loadable by plain peft on the plain backbone
-            clf.config.save_pretrained(tmp)
+            model_config.save_pretrained(tmp)
+        if sequence is not None and config.method != "full" and sequence.context_encoder is not None:
+            state = {f"context_encoder.{k}": v.detach().contiguous().cpu()
+                     for k, v in sequence.context_encoder.state_dict().items()}
+            save_file(state, str(tmp / SEQUENCE_WEIGHTS_NAME), metadata={"format": "pt"})
         meta = config.to_dict()
         meta["kind"] = spec.kind
         meta["backbone_name_or_path"] = clf.config.backbone_name_or_path
+        meta["model_type"] = model_config.model_type
         meta["trainable_parameters"] = dataclasses.asdict(count_parameters(model))
         (tmp / ADAPTATION_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         if processor is not None:
@@ -207,9 +252,10 @@ def save_adapted(model: nn.Module, save_directory: str | os.PathLike, processor:
     return dst
 
 
-def merge_for_deployment(model: nn.Module) -> ECGClassifier:
+def merge_for_deployment(model: nn.Module) -> ECGClassifier | ECGSequenceClassifier:
     """A plain :class:`ECGClassifier` computing the same function as an adapted model, for deployment (the one
-    merge verb of ecg_adapt; the models' own ``merge_and_unload`` is peft's, without these checks).
+    merge verb of ecg_adapt; the models' own ``merge_and_unload`` is peft's, without these checks). An adapted
+    :class:`~ecg_adapt.models.sequence.ECGSequenceClassifier` is returned itself, its window classifier merged.
 
     Native methods already are one (the trained weights live in the classifier). Mergeable peft methods are
     folded into the backbone weights (``merge_and_unload``) and returned frozen, in eval mode, with the trained
@@ -225,6 +271,14 @@ def merge_for_deployment(model: nn.Module) -> ECGClassifier:
         >>> plain = merge_for_deployment(adapt(classifier, "lora"))   # doctest: +SKIP
     """
     config: AdaptationConfig | None = getattr(model, "adaptation_config", None)
+    if isinstance(model, ECGSequenceClassifier):
+        # The window classifier inside is merged like any other; the sequence model keeps its own weights.
+        window = model.window_classifier
+        if window is not model.base_window_classifier:
+            window.adaptation_config = config  # type: ignore[attr-defined]  # the checks below read it
+            model.window_classifier = merge_for_deployment(window)
+        model.requires_grad_(False)
+        return model.eval()  # type: ignore[return-value]
     clf = _classifier_of(model)
     if model is clf:
         return clf
@@ -268,16 +322,27 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
     check_model_complete(path)
     config = read_adaptation_config(path)
     spec = get_method(config.method)
+    is_sequence = _saved_model_type(path) == ECGSequenceClassifierConfig.model_type
+    sequence: ECGSequenceClassifier | None = None
     if config.method == "full":
-        model: nn.Module = ECGClassifier.from_pretrained(str(path))
+        model: nn.Module = (ECGSequenceClassifier if is_sequence else ECGClassifier).from_pretrained(str(path))
     else:
-        clf_config = ECGClassifierConfig.from_pretrained(str(path))
+        if is_sequence:
+            seq_config = ECGSequenceClassifierConfig.from_pretrained(str(path))
+            clf_config = seq_config.window_classifier_config()
+        else:
+            clf_config = ECGClassifierConfig.from_pretrained(str(path))
         source = backbone_name_or_path or clf_config.backbone_name_or_path
         if not source:
             raise ValueError(f"{path} does not record its backbone; pass backbone_name_or_path=")
         backbone = load_backbone(source)
         clf = ECGClassifier(clf_config, backbone=backbone)
         clf.name_or_path = source
+        if is_sequence:
+            # Built around the plain classifier first (the sequence model's fresh initialisation touches only its
+            # own modules), its weights loaded, then the window adapter is loaded onto the classifier below.
+            sequence = ECGSequenceClassifier(seq_config, window_classifier=clf)
+            _load_sequence_weights(sequence, path)
         if spec.kind == "native":
             model = spec.apply(clf, config)
             weights_file = path / TRAINED_WEIGHTS_NAME
@@ -300,6 +365,9 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
             if spec.load is None:
                 raise UnsupportedAdaptationError(f"method {config.method!r} has no loader")
             model = spec.load(clf, config, str(path), is_trainable)
+        if sequence is not None:
+            sequence.window_classifier = model
+            model = sequence
     model.adaptation_config = config  # type: ignore[attr-defined]
     if not is_trainable:
         model.eval()
@@ -308,8 +376,35 @@ def load_adapted(path: str | os.PathLike, backbone_name_or_path: str | None = No
     return model
 
 
+def _saved_model_type(path: Path) -> str | None:
+    """``model_type`` of a saved folder's ``config.json`` (``None`` when it has none)."""
+    config_file = path / "config.json"
+    if not config_file.exists():
+        return None
+    return json.loads(config_file.read_text()).get("model_type")
+
+
+def _load_sequence_weights(sequence: ECGSequenceClassifier, path: Path) -> None:
+    """Load ``sequence_model.safetensors`` into the sequence model's context encoder, refusing any mismatch."""
+    weights_file = path / SEQUENCE_WEIGHTS_NAME
+    if sequence.context_encoder is None:
+        if weights_file.exists():
+            raise ValueError(f"{weights_file} exists but {path / 'config.json'} says sequence_model='none'")
+        return
+    if not weights_file.exists():
+        raise IncompleteModelError(f"{path} is a sequence model folder without {SEQUENCE_WEIGHTS_NAME} (the weights of "
+                                   f"its {sequence.config.sequence_model} over the context windows)")
+    state = {k.removeprefix("context_encoder."): v for k, v in load_file(str(weights_file)).items()}
+    expected = set(sequence.context_encoder.state_dict())
+    if set(state) != expected:
+        raise ValueError(f"{weights_file} does not match the sequence model of {path / 'config.json'}: missing "
+                         f"{sorted(expected - set(state))[:10]}, unexpected {sorted(set(state) - expected)[:10]}")
+    sequence.context_encoder.load_state_dict(state)
+
+
 __all__ = [
     "ADAPTATION_CONFIG_NAME",
+    "SEQUENCE_WEIGHTS_NAME",
     "METHODS",
     "AdaptationConfig",
     "ParameterCount",

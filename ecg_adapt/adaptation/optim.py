@@ -8,7 +8,8 @@ How ``training.learning_rate`` (``lr``), ``training.head_learning_rate`` and ``a
 trainable parameter                                   learning rate
 ====================================================  ===============================================
 the head (``classifier.*``, also peft's and the        ``head_learning_rate`` (``None``: ``lr``), never decayed
-adapters' copies of it)
+adapters' copies of it; a sequence model's
+``context_encoder``)
 modules after the last block (final norms)            ``lr``
 block ``i`` (``i = 1 .. L`` from the bottom)           ``lr * decay ** (L - i)``: the top block gets ``lr``
 everything before the first block (feature            ``lr * decay ** L``
@@ -48,6 +49,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..models.classifier import ECGClassifier
+from ..models.sequence import ECGSequenceClassifier
 from .layout import BackboneLayout, backbone_layout
 from .native import HEAD_MODULE, is_head_parameter
 from .selective import NORM_LAYERS
@@ -57,6 +59,8 @@ _MODULE_ADAPTER_BLOCK = re.compile(r"(?:^|\.)adapters\.[^.]+\.blocks\.(\d+)\.")
 
 
 def _classifier_of(model: nn.Module) -> ECGClassifier:
+    if isinstance(model, ECGSequenceClassifier):
+        return model.base_window_classifier
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not isinstance(base, ECGClassifier):
         raise TypeError(f"parameter_groups expects an ECGClassifier or an adapted model of one, got {type(model).__name__}")
@@ -124,6 +128,9 @@ def parameter_groups(
     clf = _classifier_of(model)
     head_lr = learning_rate if head_learning_rate is None else head_learning_rate
     head_ids = {id(p) for p in getattr(clf, HEAD_MODULE).parameters()}
+    if isinstance(model, ECGSequenceClassifier) and model.context_encoder is not None:
+        # The sequence model over the context windows is new, like the head: it trains at the head's rate.
+        head_ids |= {id(p) for p in model.context_encoder.parameters()}
     backbone_names = {id(p): n for n, p in clf.backbone.named_parameters()}
     # The layout is only needed (and only required to exist) when rates decay with depth.
     layout: BackboneLayout | None = backbone_layout(clf.backbone) if layerwise_lr_decay < 1.0 else None

@@ -682,7 +682,9 @@ def load_peft_adapted(clf: ECGClassifier, folder: str | os.PathLike, is_trainabl
         warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")  # BOFT, see apply_peft
         warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
         model = PeftModel(clf, config)
-    expected = set(get_peft_model_state_dict(model))
+    # save_embedding_layers=False: these backbones have no vocabulary, and peft's "auto" would look the base model's
+    # config up on the Hub (a network request while loading, even with a local backbone given).
+    expected = set(get_peft_model_state_dict(model, save_embedding_layers=False))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         def shown(keys: list[str]) -> list[str]:  # names as they are in the files

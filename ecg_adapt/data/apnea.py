@@ -309,6 +309,7 @@ class ApneaECG:
 
     name = "apnea_ecg"
     citation = CITATION
+    epoch_seconds = float(MINUTE_SECONDS)  # the scored unit (a sequence model trained here records it for prediction)
 
     def __init__(
         self,

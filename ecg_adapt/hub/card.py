@@ -50,6 +50,8 @@ FILE_DESCRIPTIONS = {
     "adapter_model.safetensors": ("only the trained weights (peft methods: the adapter, keyed on the plain backbone; "
                                   "native methods: the head too, or the trained blocks for `partial`)"),
     "head.safetensors": "peft methods: the trained classification head (`classifier.*`), loaded beside the adapter",
+    "sequence_model.safetensors": ("the sequence model over the neighbouring windows (`context_encoder.*`: GRU or "
+                                   "transformer), trained beside the backbone adapter"),
     "model.safetensors": "the whole classifier: backbone and head weights",
     "preprocessor_config.json": "`ECGProcessor`: the signal contract and the preprocessing steps",
     "task.json": "task, labels and the decision thresholds tuned on validation",
@@ -60,6 +62,8 @@ FILE_DESCRIPTIONS = {
 
 # metrics.json keys -> (Hub metric id, readable name). Scalars are macro averages over the labels.
 _SCALAR_METRICS = {
+    "kappa": ("cohen_kappa", "Cohen's kappa"),
+    "subject_kappa_mean": ("cohen_kappa", "per-subject Cohen's kappa (mean over subjects)"),
     "macro_auroc": ("roc_auc", "macro AUROC"),
     "macro_auprc": ("average_precision", "macro AUPRC"),
     "macro_f1": ("f1", "macro F1 at the validation-tuned thresholds"),
@@ -230,9 +234,11 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
         for key, (metric_type, name) in _SCALAR_METRICS.items():
             if key not in m:
                 continue
+            name = _metric_name(key, name, m)
             if _is_number(m[key]):
+                config = "macro" if key.startswith("macro") else ("per-subject mean" if key.startswith("subject_") else None)
                 results.append(EvalResult(metric_type=metric_type, metric_value=m[key], metric_name=f"{split} {name}",
-                                          metric_config="macro" if key.startswith("macro") else None, **common))
+                                          metric_config=config, **common))
             else:
                 undefined.append(f"{split} {name}")
         for key, (metric_type, name) in _PER_CLASS_METRICS.items():
@@ -243,6 +249,18 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
                 else:
                     undefined.append(f"{split} {name} {label}")
     return results, undefined
+
+
+def _metric_name(key: str, name: str, split_metrics: dict[str, Any]) -> str:
+    """Multi-class F1 is at the argmax (no thresholds are tuned): say so instead of the multi-label wording."""
+    if key == "macro_f1" and "thresholds" not in split_metrics:
+        return "macro F1"
+    return name
+
+
+def _is_staging(metrics: dict[str, Any]) -> bool:
+    """A sleep-staging run: scored with Cohen's kappa, per-subject kappa and a confusion matrix."""
+    return "confusion_matrix" in (metrics.get("test") or {})
 
 
 # -- the card ------------------------------------------------------------------------------------------
@@ -313,10 +331,15 @@ def build_model_card(
     dataset_name = f"synthetic {source_name}-layout records" if synthetic else source_name
     task_config = task_name.split("/")[-1]
     task_label = f"ECG {'multi-label' if problem_type == 'multi_label_classification' else 'multi-class'} classification ({task_name})"
+    sequence = config if config.get("model_type") == "ecg_sequence_classifier" else None
+    if _is_staging(metrics):
+        task_label = f"sleep staging from the ECG ({task_name})"
 
     results, undefined = eval_results(metrics, task_label, dataset_type, f"{dataset_name}, {task_config}", task_config)
     model_name = repo_id.split("/")[-1]
-    tags = ["ecg", family, method] + (["merged"] if merged else []) + (["synthetic-data"] if synthetic else [])
+    tags = (["ecg", family, method] + (["sleep-staging"] if _is_staging(metrics) else [])
+            + (["sequence-model"] if sequence else []) + (["merged"] if merged else [])
+            + (["synthetic-data"] if synthetic else []))
     relation = "finetune" if (method == "full" or merged) else "adapter"
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
@@ -337,7 +360,7 @@ def build_model_card(
         thresholds=thresholds, metrics=metrics, task_name=task_name, problem_type=problem_type, contract=contract,
         processor=processor, adaptation=adaptation, adapter_cfg=adapter_cfg, recipe=recipe, synthetic=synthetic,
         dataset_name=dataset_name, license_id=license_id, license_source=license_source, files=files,
-        undefined=undefined,
+        undefined=undefined, sequence=sequence,
     )
     text = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
     _check_card(text, card_data, results)
@@ -358,6 +381,27 @@ def _check_card(text: str, expected: ModelCardData, results: list[EvalResult]) -
         raise ValueError("model-index values did not survive parsing: the card would misreport metrics.json")
 
 
+def _sequence_summary(sequence: dict[str, Any], task_name: str, labels: list[str], backbone_link: str, family: str,
+                      method_text: str, staging: bool) -> list[str]:
+    """The opening of a sequence model's card: what it scores, from how much context, from which channel."""
+    context, epoch = int(sequence.get("context", 0)), sequence.get("epoch_seconds")
+    kind = {"gru": "a bidirectional GRU", "transformer": "a transformer encoder",
+            "none": "no sequence model (the centre window alone)"}.get(str(sequence.get("sequence_model")), "a sequence model")
+    what = "A sleep-staging sequence model" if staging else "A sequence model"
+    channels = sequence.get("ecg_channels")
+    lead = sequence.get("ecg_lead")
+    mapping = (f"It reads the ECG channel of a recording labelled {', '.join(f'`{c}`' for c in channels)} (the first "
+               f"present, in that order) and feeds it as lead `{lead or 'as labelled'}` of the backbone's input."
+               if channels else "The ECG channel of the recordings it was trained on is not recorded.")
+    return [
+        (f"{what} from the ECG for **{task_name}** ({len(labels)} classes: {', '.join(labels)}), scoring every "
+         f"{_fmt(epoch, 0)} s epoch. Each window of the epoch is encoded by {backbone_link} ({family}), adapted with {method_text}, and {kind} runs over the {2 * context + 1} "
+         f"consecutive windows around it ({context} on each side); window predictions are averaged per epoch. Made "
+         "with `ecg_adapt`."),
+        "", mapping, "",
+    ]
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if _is_number(v) else "n/a"
 
@@ -375,7 +419,8 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
           thresholds: dict[str, float], metrics: dict[str, Any], task_name: str, problem_type: str,
           contract: SignalContract, processor: dict[str, Any], adaptation: dict[str, Any],
           adapter_cfg: dict[str, Any], recipe: dict[str, Any], synthetic: bool, dataset_name: str,
-          license_id: str, license_source: str, files: list[str], undefined: list[str]) -> str:
+          license_id: str, license_source: str, files: list[str], undefined: list[str],
+          sequence: dict[str, Any] | None = None) -> str:
     multi_label = problem_type == "multi_label_classification"
     method_text = {
         "lora": "LoRA (peft) on the backbone + a new linear head",
@@ -389,14 +434,22 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     data = recipe.get("data") or {}
     rec_model, rec_ad, rec_tr = recipe.get("model") or {}, recipe.get("adaptation") or {}, recipe.get("training") or {}
 
+    staging = _is_staging(metrics)
+    headline, headline_name = ("kappa", "Cohen's kappa") if staging else ("macro_auroc", "macro AUROC")
     out: list[str] = [f"# {repo_id.split('/')[-1]}", ""]
+    if sequence is not None:
+        out += _sequence_summary(sequence, task_name, labels, _backbone_link(base_model, hub_base), family, method_text,
+                                 staging)
+    else:
+        out += [
+            (f"An ECG classifier for **{task_name}** ({len(labels)} labels, {'multi-label' if multi_label else 'multi-class'}), "
+             f"adapted from {_backbone_link(base_model, hub_base)} ({family}) with {method_text}, made with "
+             "`ecg_adapt`."),
+            "",
+        ]
     out += [
-        (f"An ECG classifier for **{task_name}** ({len(labels)} labels, {'multi-label' if multi_label else 'multi-class'}), "
-         f"adapted from {_backbone_link(base_model, hub_base)} ({family}) with {method_text}, made with "
-         "`ecg_adapt`."),
-        "",
-        (f"Test macro AUROC **{_fmt(test.get('macro_auroc'))}**{_ci_text(test, 'macro_auroc')} (validation "
-         f"{_fmt(val.get('macro_auroc'))}){' on **synthetic** records' if synthetic else ''}."),
+        (f"Test {headline_name} **{_fmt(test.get(headline))}**{_ci_text(test, headline)} (validation "
+         f"{_fmt(val.get(headline))}){' on **synthetic** records' if synthetic else ''}."),
         "",
     ]
     if needs_backbone:
@@ -405,13 +458,15 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
                  f"`{base_model}` and are not re-hosted here."), ""]
 
     outputs = "probabilities for each label" if multi_label else "class probabilities"
-    out += [
-        "## Intended use", "",
-        ("Research on ECG classification: benchmarking adaptation methods, feature extraction, and reproducing the "
-         f"results below. Inputs are resting ECG records read with `wfdb` or any `ECGRecord`; outputs are per-record "
-         f"{outputs}."),
-        "", _DISCLAIMER, "",
-    ]
+    if sequence is not None:
+        use = ("Research on sleep staging from the ECG of a polysomnography (or any long single-lead recording): "
+               "benchmarking adaptation methods and reproducing the results below. Outputs are stage probabilities "
+               f"for every {_fmt(sequence.get('epoch_seconds'), 0)} s epoch of a night.")
+    else:
+        use = ("Research on ECG classification: benchmarking adaptation methods, feature extraction, and reproducing "
+               f"the results below. Inputs are resting ECG records read with `wfdb` or any `ECGRecord`; outputs are "
+               f"per-record {outputs}.")
+    out += ["## Intended use", "", use, "", _DISCLAIMER, ""]
     if synthetic:
         out += [("**Trained and evaluated on synthetic data** (ecg_adapt's PTB-XL-layout generator), not on patient "
                  "recordings: the metrics below describe the synthetic task only."), ""]
@@ -430,18 +485,32 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     policy = processor.get("missing_leads", "error")
     out += [(f"Leads are matched by name (any spelling of `aVR`, `MLII` as `II`, reordered as needed). Missing leads: "
              f"`{policy}` by default (`missing_leads=\"zero\"` or `\"mask\"` to accept records with fewer leads; every "
-             f"prediction reports what was done). Longer records are cut into {contract.window_seconds:g} s windows "
-             "whose probabilities are averaged per record."), ""]
+             f"prediction reports what was done). "
+             + (f"Each epoch is cut into {contract.window_seconds:g} s windows, each scored with its neighbours."
+                if sequence is not None else
+                f"Longer records are cut into {contract.window_seconds:g} s windows whose probabilities are averaged "
+                "per record.")), ""]
 
-    out += [
-        "## Labels and thresholds", "",
-        "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
-        "| label | threshold | test AUROC | validation AUROC |", "|---|---|---|---|",
-    ]
     test_auroc, val_auroc = test.get("per_class_auroc") or {}, val.get("per_class_auroc") or {}
-    for label in labels:
-        out.append(f"| {label} | {_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
-                   f"| {_fmt(val_auroc.get(label))} |")
+    if multi_label:
+        out += [
+            "## Labels and thresholds", "",
+            "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
+            "| label | threshold | test AUROC | validation AUROC |", "|---|---|---|---|",
+        ]
+        for label in labels:
+            out.append(f"| {label} | {_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
+                       f"| {_fmt(val_auroc.get(label))} |")
+    else:
+        noun = "stage" if staging else "class"
+        out += [
+            "## Labels", "",
+            f"One {noun} per {'epoch' if sequence is not None else 'record'}: the most probable one (no thresholds).", "",
+            f"| {noun} | test F1 | validation F1 | test AUROC (one vs rest) |", "|---|---|---|---|",
+        ]
+        test_f1, val_f1 = test.get("per_class_f1") or {}, val.get("per_class_f1") or {}
+        for label in labels:
+            out.append(f"| {label} | {_fmt(test_f1.get(label))} | {_fmt(val_f1.get(label))} | {_fmt(test_auroc.get(label))} |")
     out.append("")
 
     splits = "folds 1-8 train, 9 validation, 10 test" if data.get("source") == "ptbxl" else "the recipe's splits"
@@ -453,12 +522,29 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     ]
     for key, (_, name) in _SCALAR_METRICS.items():
         if key in test or key in val:
+            name = _metric_name(key, name, test or val)
             out.append(f"| {name} | {_fmt(test.get(key))} | {_ci_cell(test, key)} | {_fmt(val.get(key))} |")
-    out += [f"| records | {test.get('n_samples', 'n/a')} | | {val.get('n_samples', 'n/a')} |", ""]
+    if staging:
+        for key, name in (("subject_kappa_sd", "per-subject Cohen's kappa, SD"),
+                          ("subject_kappa_min", "per-subject Cohen's kappa, min"),
+                          ("subject_kappa_max", "per-subject Cohen's kappa, max")):
+            out.append(f"| {name} | {_fmt(test.get(key))} | | {_fmt(val.get(key))} |")
+        out += [f"| epochs | {test.get('n_epochs', 'n/a')} | | {val.get('n_epochs', 'n/a')} |",
+                f"| subjects | {test.get('n_subjects', 'n/a')} | | {val.get('n_subjects', 'n/a')} |", ""]
+        cm = test.get("confusion_matrix") or []
+        cm_labels = test.get("labels") or labels
+        out += ["Test confusion matrix (epochs; rows: scored stage, columns: predicted):", "",
+                "| | " + " | ".join(cm_labels) + " |", "|---|" + "---|" * len(cm_labels)]
+        out += [f"| **{name}** | " + " | ".join(str(n) for n in row) + " |" for name, row in zip(cm_labels, cm)]
+        out.append("")
+    else:
+        out += [f"| records | {test.get('n_samples', 'n/a')} | | {val.get('n_samples', 'n/a')} |", ""]
     info = test.get("ci_info")
     if info:
-        out += [(f"Intervals: {round(100 * info['level'])}% percentile bootstrap over the {info['n_records']} test "
-                 f"records ({info['n_resamples']} resamples, whole records resampled)."), ""]
+        unit = info.get("unit", "record")
+        count = info.get(f"n_{unit}s", info.get("n_records"))
+        out += [(f"Intervals: {round(100 * info['level'])}% percentile bootstrap over the {count} test "
+                 f"{unit}s ({info['n_resamples']} resamples, whole {unit}s resampled)."), ""]
     else:
         out += ["No confidence intervals were computed for this run (`training.bootstrap_resamples: 0`): the test "
                 "numbers above are point estimates only.", ""]
@@ -478,7 +564,23 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
                 + ", ".join(undefined) + ".", ""]
 
     fetches = f"   # also fetches the backbone {base_model}" if needs_backbone else ""
-    out += [
+    if sequence is not None:
+        out += [
+            "## How to use", "",
+            "From the command line, one row per epoch (time, stage, probabilities):", "",
+            "```bash",
+            f"ecg-adapt predict {repo_id} night.edf -o hypnogram.csv",
+            "```", "",
+            "In Python:", "",
+            "```python",
+            "from ecg_adapt.adaptation import load_adapted",
+            "from ecg_adapt.hub.load import download",
+            "",
+            f'model = load_adapted(download("{repo_id}")){fetches}',
+            "logits = model(input_values=windows, attention_mask=mask).logits   # windows: (batch, K, *input_shape)",
+            "```", "",
+        ]
+    out += [] if sequence is not None else [
         "## How to use", "",
         "```python",
         "from ecg_adapt import read_wfdb",
@@ -515,6 +617,10 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
         ]
 
     out += ["## Training", ""]
+    if sequence is not None:
+        out.append(f"- sequence model: {sequence.get('sequence_model')} over {2 * int(sequence.get('context', 0)) + 1} "
+                   f"windows (width {sequence.get('sequence_hidden_size')}, {sequence.get('sequence_num_layers')} "
+                   f"layer(s)), trained with the head at the head's learning rate")
     embedded = " (the demo's embedded random-weight backbone, pushed as this id)" if (recipe and not rec_model.get("model_name_or_path")) or (metrics.get("run_info") or {}).get("backbone") else ""
     out.append(f"- backbone: `{base_model}`{embedded}")
     if method == "lora":
@@ -558,6 +664,11 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     out += ["## Licence", "", f"`{license_id}` — {license_source}.{derived}", ""]
 
     out += ["## Files in this repository", ""]
-    out += [f"- `{name}`" + (f": {FILE_DESCRIPTIONS[name]}" if name in FILE_DESCRIPTIONS else "") for name in files]
+    descriptions = dict(FILE_DESCRIPTIONS)
+    if sequence is not None:
+        descriptions["config.json"] = ("`ECGSequenceClassifierConfig`: labels, the window classifier's head and backbone "
+                                       "(config and hub id), the sequence model and its context, and the recording "
+                                       "mapping (`ecg_channels`, `ecg_lead`, `epoch_seconds`)")
+    out += [f"- `{name}`" + (f": {descriptions[name]}" if name in descriptions else "") for name in files]
     out.append("")
     return "\n".join(out)

@@ -177,6 +177,9 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     head_file = folder / "head.safetensors"  # peft methods: the head beside the adapter (peft_methods.HEAD_WEIGHTS_NAME)
     if head_file.exists():
         foreign += [k for k in _tensor_names(head_file) if not k.startswith("classifier.")]
+    sequence_file = folder / "sequence_model.safetensors"  # adaptation.core.SEQUENCE_WEIGHTS_NAME
+    if sequence_file.exists():
+        foreign += [k for k in _tensor_names(sequence_file) if not k.startswith("context_encoder.")]
     if foreign:
         raise HubError(f"The {method} weights hold tensors that are not adapter/head weights (e.g. {foreign[:3]}): "
                        "refusing to upload backbone weights with an adapter-only push")

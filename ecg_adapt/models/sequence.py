@@ -10,6 +10,12 @@ over the K pooled embeddings, and predicts the centre window's label with the wi
     centre        = pooled_c + out_proj(sequence_model(in_proj(pooled_0 .. pooled_{K-1}))[c])
     logits        = window_classifier.classifier(dropout(centre))
 
+Adaptation: :func:`ecg_adapt.adaptation.adapt` applies any method (LoRA and the other peft methods, bottleneck
+adapters, prompts, probes, full fine-tuning) to the window classifier inside; the sequence model always trains
+beside it, and :func:`~ecg_adapt.adaptation.save_adapted` / :func:`~ecg_adapt.adaptation.load_adapted` save and
+reload both. For prediction on whole recordings the config records the epoch, the channel labels that carry the
+ECG in a polysomnography file, the contract lead they were fed as and the windows per epoch.
+
 ``out_proj`` starts at zero, so a fresh sequence classifier computes exactly what its window classifier
 computes: :meth:`ECGSequenceClassifier.from_classifier` turns a trained window classifier into a context model
 that starts from the window model's predictions and learns what the neighbours add. ``sequence_model="none"``
@@ -61,6 +67,23 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
     sequence_num_layers (`int`): GRU or transformer layers.
     sequence_num_heads (`int`): transformer attention heads (must divide ``sequence_hidden_size``).
     sequence_dropout (`float`): dropout inside the sequence model.
+
+    The recording fields (what :func:`ecg_adapt.inference` needs to cut a whole polysomnography file into the
+    model's inputs; ``None`` where the model was not trained on recordings):
+
+    epoch_seconds (`float`): the scoring epoch the centre window stands for (30 s for sleep stages, 60 s for
+        Apnea-ECG minutes).
+    ecg_channels (`list[str]`): labels of the channels of a PSG / long-recording file that carry the ECG, in order
+        of preference (the first one a file has is read), matched case-insensitively, e.g. ``["ECG", "EKG"]``;
+        filled from the data source's ``ecg_channel`` when training.
+    ecg_lead (`str`): the lead of the backbone's signal contract that this channel is fed as, e.g. ``"I"`` for the
+        1-lead ECGFounder. A PSG ECG is one bipolar chest/arm lead closest to lead II or I depending on the
+        montage; the recipes name it after the backbone's single lead (``data.source_options.lead_name``), and
+        ``None`` means the channel was fed under its own label.
+    windows_per_epoch (`int`): the backbone windows the processor cuts from one epoch (3 for 30 s and 10 s
+        windows). ``context`` counts windows: window ``w`` of epoch ``i`` sits at position ``i * windows_per_epoch
+        + w`` of the recording and its neighbours are the adjacent positions (absent ones: zeros, mask 0); an
+        epoch's probabilities are the mean of its windows' (see :mod:`ecg_adapt.data.context`).
     """
 
     model_type = "ecg_sequence_classifier"
@@ -77,6 +100,10 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
     sequence_num_layers: int = 1
     sequence_num_heads: int = 4
     sequence_dropout: float | int = 0.1
+    epoch_seconds: float | int = 30.0
+    ecg_channels: list[str] | None = None
+    ecg_lead: str | None = None
+    windows_per_epoch: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -88,6 +115,12 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
             raise ValueError(f"context must be >= 0, got {self.context}")
         if self.sequence_hidden_size < 1 or self.sequence_num_layers < 1:
             raise ValueError("sequence_hidden_size and sequence_num_layers must be positive")
+        if self.windows_per_epoch is not None and self.windows_per_epoch < 1:
+            raise ValueError(f"windows_per_epoch must be >= 1, got {self.windows_per_epoch}")
+        if self.epoch_seconds <= 0:
+            raise ValueError(f"epoch_seconds must be positive, got {self.epoch_seconds}")
+        if self.ecg_channels is not None and (not self.ecg_channels or not all(isinstance(c, str) and c for c in self.ecg_channels)):
+            raise ValueError(f"ecg_channels must be a non-empty list of channel labels (or None), got {self.ecg_channels!r}")
         if self.sequence_model == "transformer" and self.sequence_hidden_size % self.sequence_num_heads:
             raise ValueError(f"sequence_num_heads {self.sequence_num_heads} must divide sequence_hidden_size "
                              f"{self.sequence_hidden_size}")
@@ -260,9 +293,18 @@ class ECGSequenceClassifier(PreTrainedModel):
 
     # ------------------------------------------------------------------ accessors
     @property
+    def base_window_classifier(self) -> ECGClassifier:
+        """The plain :class:`ECGClassifier` inside, also after :func:`~ecg_adapt.adaptation.adapt` has put an
+        adapter around it (``window_classifier`` is then the peft / ecg_adapt wrapper that owns the adapter's
+        parameters; every method acts on the classifier's own modules, in place or through hooks, so calling
+        this classifier runs the adapted function)."""
+        wc = self.window_classifier
+        return wc.get_base_model() if hasattr(wc, "get_base_model") else wc
+
+    @property
     def backbone(self) -> PreTrainedModel:
         """The window classifier's backbone."""
-        return self.window_classifier.backbone
+        return self.base_window_classifier.backbone
 
     @property
     def labels(self) -> list[str]:
@@ -270,13 +312,32 @@ class ECGSequenceClassifier(PreTrainedModel):
 
     @property
     def signal_contract(self) -> dict[str, Any]:
-        return self.window_classifier.signal_contract
+        return self.base_window_classifier.signal_contract
 
     # ------------------------------------------------------------------ forward
     def _embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         # The window classifier's pooled features (its backbone + pooling); its logits are a by-product of one
         # small linear layer. See the report: an ``ECGClassifier.embed`` method would avoid computing them.
-        return self.window_classifier.embed(input_values, attention_mask)[0]
+        return self.base_window_classifier.embed(input_values, attention_mask)[0]
+
+    def _classify(self, centre: torch.Tensor) -> torch.Tensor:
+        """The window classifier's head on the centre's features (the live head: an adapter's trained copy when
+        the classifier is adapted)."""
+        clf = self.base_window_classifier
+        if self.config.pooling != "attention":
+            return clf.classifier(clf.dropout(centre))
+        # Attention pooling: ``centre`` is the attention head's output before its class projection, so only that
+        # projection is applied, taken from the head that is live now: peft's trained copy of a modules_to_save
+        # head, or the routed ecg_adapt adapter's own head.
+        head = clf.classifier
+        if hasattr(head, "modules_to_save") and hasattr(head, "active_adapter"):
+            name = head.active_adapter
+            head = head.modules_to_save[name[0] if isinstance(name, (list, tuple)) else name]
+        current = getattr(self.window_classifier, "_current_adapter", None)
+        adapter = current() if callable(current) else None
+        if adapter is not None:
+            head = adapter.classifier
+        return head.out_proj(centre)
 
     def forward(
         self,
@@ -306,16 +367,18 @@ class ECGSequenceClassifier(PreTrainedModel):
                 raise ValueError("a centre window has an all-zero attention_mask: the centre must be a real window")
             x = input_values.reshape((b * k,) + window_shape)
             m = None if attention_mask is None else attention_mask.reshape((b * k,) + window_shape)
+            # Also when every window is present, the missing-window embedding enters the graph (overwritten, so
+            # with a zero gradient): under DistributedDataParallel a parameter left out of some steps' graphs
+            # would fail the gradient reduction (without find_unused_parameters).
+            rows = present.reshape(-1).nonzero().squeeze(1)
             if bool(present.all()):
-                embeddings = self._embed(x, m).reshape(b, k, -1)
+                pooled = self._embed(x, m)
             else:
-                rows = present.reshape(-1).nonzero().squeeze(1)
                 pooled = self._embed(x[rows], None if m is None else m[rows])
-                missing = self.context_encoder.missing_window.to(pooled.dtype).expand(b * k, pooled.shape[-1])
-                embeddings = missing.index_put((rows,), pooled).reshape(b, k, -1)
+            missing = self.context_encoder.missing_window.to(pooled.dtype).expand(b * k, pooled.shape[-1])
+            embeddings = missing.index_put((rows,), pooled).reshape(b, k, -1)
             centre = embeddings[:, c] + self.context_encoder(embeddings, present)
-        head = self.window_classifier
-        logits = head.classifier(head.dropout(centre))
+        logits = self._classify(centre)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ECGSequenceClassifierOutput(loss=loss, logits=logits, pooled=centre, window_embeddings=embeddings)
 

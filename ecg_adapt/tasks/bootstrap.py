@@ -296,5 +296,7 @@ def describe_test_metric(test: Mapping[str, object], name: str) -> str:
     info = test.get("ci_info") or {}
     if not ci:
         return f"{shown} (no interval computed)"
+    unit = str(info.get("unit", "record"))  # type: ignore[union-attr]
+    count = info.get(f"n_{unit}s", info.get("n_records", "?"))  # type: ignore[union-attr]
     return (f"{shown} ({round(100 * info.get('level', DEFAULT_LEVEL))}% CI {ci['low']:.4f}-{ci['high']:.4f}, "  # type: ignore[union-attr]
-            f"{info.get('n_records', '?')} records)")  # type: ignore[union-attr]
+            f"{count} {unit}s)")

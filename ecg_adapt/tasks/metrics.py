@@ -141,24 +141,39 @@ def single_label_metrics(
     onehot = np.eye(len(labels), dtype=int)[y_true]
     result = multilabel_metrics(onehot, y_score, labels)
     pred = y_score.argmax(axis=1)
-    # Everything below derives from the confusion matrix, with scikit-learn's definitions (f1_score with
-    # zero_division=0 over every label, cohen_kappa_score, balanced_accuracy_score over the classes present);
-    # computed here in one bincount because bootstrapped test metrics call this 1,000 times per run (sklearn's
-    # four calls cost ~6 ms each time). tests/test_metrics_and_recipe.py checks the values against sklearn.
+    # Everything below derives from the confusion matrix, computed here in one bincount because bootstrapped test
+    # metrics call this 1,000 times per run (sklearn's four calls cost ~6 ms each time).
     k = len(labels)
     cm = np.bincount(y_true * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    result.update(confusion_matrix_metrics(cm, labels))
+    result.pop("thresholds", None)
+    return result
+
+
+def confusion_matrix_metrics(cm: np.ndarray, labels: Sequence[str]) -> dict[str, object]:
+    """Accuracy, macro F1, Cohen's kappa, balanced accuracy and per-class F1 of a confusion matrix (rows true,
+    columns predicted; counts, or weighted counts), with scikit-learn's definitions (``f1_score`` with
+    ``zero_division=0`` over every label, ``cohen_kappa_score``, ``balanced_accuracy_score`` over the classes
+    present). tests/test_metrics_and_recipe.py checks the values against sklearn.
+
+    Example:
+        >>> m = confusion_matrix_metrics(np.array([[2, 1], [0, 3]]), ["a", "b"])
+        >>> round(m["kappa"], 4), m["accuracy"]
+        (0.6667, 0.8333333333333334)
+    """
+    cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
     per_f1 = 2 * tp / np.maximum(2 * tp + (predicted - tp) + (support - tp), 1)
-    n = float(len(y_true))
-    result["accuracy"] = float(tp.sum() / n)
-    result["macro_f1"] = float(per_f1.mean())
+    n = float(cm.sum())
     # kappa is undefined (sklearn warns and returns nan) when both raters use a single class
-    agree_trivially = len(np.unique(np.concatenate([y_true, pred]))) < 2
+    agree_trivially = int(((support + predicted) > 0).sum()) < 2
     expected = float((support * predicted).sum() / n**2)
-    result["kappa"] = None if agree_trivially else float((tp.sum() / n - expected) / (1 - expected))
     present = support > 0
-    result["balanced_accuracy"] = float(np.mean(tp[present] / support[present])) if present.sum() > 1 else None
-    result["per_class_f1"] = {name: float(v) for name, v in zip(labels, per_f1)}
-    result.pop("thresholds", None)
-    return result
+    return {
+        "accuracy": float(tp.sum() / n),
+        "macro_f1": float(per_f1.mean()),
+        "kappa": None if agree_trivially else float((tp.sum() / n - expected) / (1 - expected)),
+        "balanced_accuracy": float(np.mean(tp[present] / support[present])) if present.sum() > 1 else None,
+        "per_class_f1": {name: float(v) for name, v in zip(labels, per_f1)},
+    }

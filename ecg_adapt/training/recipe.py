@@ -54,6 +54,24 @@ class ModelArgs:
     pooling: Literal["mean", "attention"] = "mean"
     """The head: ``mean`` (pooled features into a linear layer) or ``attention`` (a learnable query attends over
     the frames, the ECG FM benchmark's attention probe; ``ecg_adapt.models.heads.AttentionPoolingHead``)."""
+    sequence_model: Literal["gru", "transformer", "none"] | None = None
+    """Score each window from its neighbours (sleep epochs, apnea minutes): the window classifier inside an
+    ``ECGSequenceClassifier`` (``ecg_adapt.models.sequence``) whose ``gru`` (bidirectional) or ``transformer`` runs
+    over the pooled features of consecutive windows; ``none`` looks at the centre window only (the same input
+    format, as a baseline). ``null``: a plain window classifier. Needs a source of long recordings (units
+    ``<record>/<index>``); the adaptation method applies to the backbone inside, the sequence model always trains."""
+    context_epochs: int | None = None
+    """Epochs (units) of context on each side of every window, with ``sequence_model`` (``null``: 2). A window sees
+    ``context_epochs * W`` windows on each side, ``W`` being the windows per epoch (3 for a 30 s epoch and a 10 s
+    backbone window), so the input holds ``2 * context_epochs * W + 1`` windows."""
+    sequence_hidden_size: int = 128
+    """Width of the sequence model (GRU hidden size per direction; transformer ``d_model``)."""
+    sequence_num_layers: int = 1
+    """GRU or transformer layers of the sequence model."""
+    sequence_num_heads: int = 4
+    """Attention heads of a ``transformer`` sequence model (must divide ``sequence_hidden_size``)."""
+    sequence_dropout: float = 0.1
+    """Dropout inside the sequence model."""
 
 
 @dataclass
@@ -255,6 +273,23 @@ class Recipe:
              d.max_records_per_split is None or d.max_records_per_split >= 1, ">= 1 (or null)"),
             ("data.train_fraction", d.train_fraction, 0.0 < d.train_fraction <= 1.0, "in (0, 1]"),
         ]
+        if m.sequence_model is not None:
+            checks += [
+                ("model.context_epochs", m.context_epochs, m.context_epochs is None or m.context_epochs >= 0, ">= 0 (or null for 2)"),
+                ("model.sequence_hidden_size", m.sequence_hidden_size, m.sequence_hidden_size >= 1, ">= 1"),
+                ("model.sequence_num_layers", m.sequence_num_layers, m.sequence_num_layers >= 1, ">= 1"),
+                ("model.sequence_num_heads", m.sequence_num_heads,
+                 m.sequence_num_heads >= 1 and (m.sequence_model != "transformer" or m.sequence_hidden_size % m.sequence_num_heads == 0),
+                 f">= 1 and divide model.sequence_hidden_size ({m.sequence_hidden_size}) for a transformer"),
+                ("model.sequence_dropout", m.sequence_dropout, 0.0 <= m.sequence_dropout < 1.0, "in [0, 1)"),
+                ("data.source_options.context_epochs", d.source_options.get("context_epochs"),
+                 not d.source_options.get("context_epochs"),
+                 "0 or absent with model.sequence_model (the source would put the context into every window; the "
+                 "sequence model takes its context from the neighbouring windows: set model.context_epochs instead)"),
+            ]
+        elif m.context_epochs is not None:
+            raise RecipeError("Recipe key 'model.context_epochs' needs model.sequence_model (gru, transformer or none); "
+                              "for a window that itself spans the neighbouring epochs use data.source_options.context_epochs")
         for key, value, ok, allowed in checks:
             if not ok:
                 raise RecipeError(f"Recipe key {key!r} must be {allowed}, got {value!r}")

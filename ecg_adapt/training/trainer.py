@@ -35,8 +35,10 @@ from transformers import get_scheduler
 from ..adaptation.core import adapt, count_parameters, save_adapted
 from ..adaptation.optim import parameter_groups
 from ..data.cache import WindowDataset, build_cache, make_loader
+from ..data.context import ContextWindowDataset
 from ..data import SOURCES, LabelledSource, open_source
 from ..models.classifier import ECGClassifier
+from ..models.sequence import ECGSequenceClassifier
 from ..processing.augment import Augmenter, batch_generator
 from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor
@@ -48,6 +50,7 @@ from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
 from ..tasks.bootstrap import metric_intervals, support_warnings
+from ..tasks.staging import is_staging_task, staging_intervals, staging_metrics
 from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .selection import BestTracker, load_best, save_best
@@ -190,6 +193,57 @@ def evaluate(
     return record_probs[present], labels, float(torch.cat(losses).mean()), [dataset.record_ids[i] for i in present]
 
 
+def _subjects_of(source: Any, unit_ids: list[Any]) -> list[str]:
+    """The subject of every unit (``source.subject_of``), or its recording where the source knows no subjects."""
+    if hasattr(source, "subject_of"):
+        return [str(source.subject_of(str(u))) for u in unit_ids]
+    return [str(u).split("/", 1)[0] for u in unit_ids]
+
+
+def _windows_per_unit(cache: Any) -> int:
+    """The most windows the processor cut from one unit (3 for a 30 s epoch and 10 s windows)."""
+    window = np.asarray(cache.dataset.data.table.column("window").to_numpy(), dtype=np.int64)
+    return int(window.max()) + 1 if len(window) else 1
+
+
+def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]], task: ClassificationTask,
+                      label_sets: Any, input_shape: tuple[int, ...]) -> tuple[dict[str, ContextWindowDataset], int]:
+    """Each split's windows with ``model.context_epochs`` epochs of neighbours on each side, and that context in
+    windows (``context_epochs * W``, ``W`` windows per epoch)."""
+    epochs = 2 if recipe.model.context_epochs is None else recipe.model.context_epochs
+    if recipe.model.sequence_model == "none":  # the baseline looks at the centre window only: read nothing else
+        if epochs:
+            logger.info("model.sequence_model none reads the centre window only: model.context_epochs %d not used", epochs)
+        epochs = 0
+    per_unit = _windows_per_unit(cache)
+    context = epochs * per_unit
+    try:
+        datasets = {s: ContextWindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), input_shape, context)
+                    for s, ids in split_ids.items()}
+    except ValueError as e:  # units that are not "<record>/<index>": not a source of long recordings
+        raise RecipeError(f"model.sequence_model needs a source of long recordings whose units are "
+                          f"'<record>/<index>' (e.g. slpdb, shhs, mesa, apnea_ecg): {e}") from e
+    logger.info("sequence model %s: %d epoch(s) of context on each side, %d window(s) per epoch: %d windows per input",
+                recipe.model.sequence_model, epochs, per_unit, 2 * context + 1)
+    return datasets, context
+
+
+def _sequence_model(recipe: Recipe, window: ECGClassifier, context: int, source: Any,
+                    windows_per_epoch: int) -> ECGSequenceClassifier:
+    """The window classifier inside an :class:`ECGSequenceClassifier`, recording how a PSG file feeds it: the
+    source's ECG channel labels (in its order of preference), the contract lead they were fed as, the epoch."""
+    m = recipe.model
+    channels = getattr(source, "ecg_channels", None)
+    return ECGSequenceClassifier.from_classifier(
+        window, context=context, sequence_model=m.sequence_model, sequence_hidden_size=m.sequence_hidden_size,
+        sequence_num_layers=m.sequence_num_layers, sequence_num_heads=m.sequence_num_heads,
+        sequence_dropout=m.sequence_dropout,
+        epoch_seconds=float(getattr(source, "epoch_seconds", None) or 30.0),
+        ecg_channels=[str(c) for c in channels] if channels else None,
+        ecg_lead=getattr(source, "lead_name", None), windows_per_epoch=windows_per_epoch,
+    )
+
+
 def _selection_summary(tr: Any, tracker: BestTracker, progress: TrainProgress, early_stopped: bool) -> dict[str, Any]:
     """What ``metrics.json`` says about which model the test numbers come from."""
     out: dict[str, Any] = {
@@ -314,10 +368,14 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     with accelerator.main_process_first():
         cache = build_cache(source, processor, all_ids, cache_dir=recipe.data.cache_dir, on_error=recipe.data.on_error,
                             progress=accelerator.is_local_main_process, quality=recipe.data.quality)
-    datasets = {
-        s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
-        for s, ids in split_ids.items()
-    }
+    context = None
+    if recipe.model.sequence_model is not None:  # the model sees each window with its neighbours
+        datasets, context = _context_datasets(recipe, cache, split_ids, task, label_sets, contract.input_shape)
+    else:
+        datasets = {
+            s: WindowDataset(cache, ids, task.encode([label_sets[i] for i in ids]), contract.input_shape)
+            for s, ids in split_ids.items()
+        }
     source_report = getattr(source, "report", None)  # labels/annotations problems found by the source
     if source_report is not None:
         source_report.log()
@@ -340,6 +398,8 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     )
     if tr.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if context is not None:
+        model = _sequence_model(recipe, model, context, source, _windows_per_unit(cache))
     model = adapt(model, recipe.adaptation)
     params = count_parameters(model)
 
@@ -360,7 +420,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     scheduler = get_scheduler(tr.lr_scheduler_type, optimizer, num_warmup_steps=int(tr.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     # Frozen backbone, head only, no augmentation: encode each window once and train the head on the features.
-    if tr.embedding_cache and recipe.adaptation.method == "linear_probe" and not augmenter.steps:
+    if tr.embedding_cache and recipe.adaptation.method == "linear_probe" and not augmenter.steps and context is None:
         with accelerator.main_process_first():
             embeddings = build_embedding_cache(model, cache, contract.input_shape, batch_size=tr.per_device_eval_batch_size,
                                                device=accelerator.device, progress=accelerator.is_local_main_process)
@@ -399,9 +459,11 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
 
     def validate(epoch: int) -> bool:
         """Evaluate on validation, track the best evaluation (saving its weights), and say whether to stop."""
-        probs, labels, vloss, _ = evaluate(model, val_loader, datasets["validation"], task, accelerator,
-                                           tr.eval_aggregation)
+        probs, labels, vloss, ids = evaluate(model, val_loader, datasets["validation"], task, accelerator,
+                                             tr.eval_aggregation)
         m = {"loss": vloss, **task.metrics(labels, probs)}
+        if is_staging_task(task):  # subject_kappa_mean etc. can select the model too
+            m.update(staging_metrics(labels, probs, _subjects_of(source, ids), task.labels))
         if metric_name not in m or isinstance(m[metric_name], (dict, list, str)):
             scalars = [k for k, v in m.items() if isinstance(v, (int, float)) or v is None]
             raise RecipeError(f"training.metric_for_best_model {metric_name!r} is not a scalar validation metric of "
@@ -494,15 +556,27 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     thresholds = task.tune_thresholds(val_labels, val_probs)
     test_probs, test_labels, test_loss, test_ids = evaluate(model, test_loader, datasets["test"], task, accelerator,
                                                             tr.eval_aggregation)
+    staging = is_staging_task(task)
+    test_subjects = _subjects_of(source, test_ids) if staging else None
     test_metrics = {"loss": test_loss, **task.metrics(test_labels, test_probs, thresholds)}
+    if staging:  # + the confusion matrix and per-subject kappa (mean, SD, min, max), as staging papers report
+        test_metrics.update(staging_metrics(test_labels, test_probs, test_subjects, task.labels))
     if tr.bootstrap_resamples and accelerator.is_main_process:
-        # Units of long recordings are "<record>/<index>": resample whole records, never windows of one record.
+        # Units of long recordings are "<record>/<index>": resample whole records, never windows of one record;
+        # staging resamples whole subjects (a subject's nights together).
         groups = [str(r).split("/", 1)[0] for r in test_ids]
-        cis = metric_intervals(partial(task.metrics, thresholds=thresholds), test_labels, test_probs, groups,
-                               n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
+        if staging:
+            cis = staging_intervals(test_labels, test_probs, test_subjects, task.labels,
+                                    n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
+        else:
+            cis = metric_intervals(partial(task.metrics, thresholds=thresholds), test_labels, test_probs, groups,
+                                   n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
         test_metrics["ci"] = {k: {"low": v.low, "high": v.high} for k, v in cis.items() if v.low is not None}
         test_metrics["ci_info"] = {"level": tr.confidence_level, "n_resamples": tr.bootstrap_resamples,
-                                   "unit": "record", "n_records": len(set(groups)), "method": "percentile"}
+                                   "unit": "subject" if staging else "record", "n_records": len(set(groups)),
+                                   "method": "percentile"}
+        if staging:
+            test_metrics["ci_info"]["n_subjects"] = len(set(test_subjects))
     warnings_ = support_warnings(test_labels, task.labels)
     if warnings_:
         test_metrics["support_warnings"] = warnings_
@@ -511,7 +585,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     metrics: dict[str, Any] = {
         "task": task.name,
         "labels": task.labels,
-        "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds)},
+        "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds),
+                       **(staging_metrics(val_labels, val_probs, _subjects_of(source, val_ids), task.labels)
+                          if staging else {})},
         "test": test_metrics,
         "primary_metric": task.primary_metric,
         "selection": selection,
