@@ -39,7 +39,7 @@ from datasets.arrow_writer import ArrowWriter
 from torch import nn
 
 from ..data.cache import DATA_FILE, REPORT_FILE, ECGCache, WindowDataset
-from ..models.classifier import ECGClassifier, ECGClassifierOutput, classification_loss
+from ..models.classifier import ECGClassifier, ECGClassifierOutput, head_loss_and_logits
 from ..progress import Progress
 from ..utils import atomic_folder
 
@@ -245,7 +245,7 @@ class HeadOnly(nn.Module):
         self.dropout = model.dropout
         self.classifier = model.classifier
         self.pooling = model.config.pooling
-        self.problem_type = model.config.problem_type
+        self.config = model.config  # problem type, and a regression head's loss and target scaling
         object.__setattr__(self, "classifier_model", model)  # not a submodule: no duplicate parameter names
 
     def train(self, mode: bool = True) -> "HeadOnly":
@@ -262,7 +262,7 @@ class HeadOnly(nn.Module):
         else:
             pooled = embeddings
             logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
+        loss, logits = head_loss_and_logits(logits, labels, self.config)
         return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled)
 
 

@@ -105,9 +105,19 @@ MOVED_KEYS: dict[str, str] = {
 
 @dataclass
 class TaskArgs:
-    """``task:`` — which label scheme of the source."""
+    """``task:`` — which label scheme or target of the source."""
 
     name: str = "superdiagnostic"
+    """A label scheme of the source (``superdiagnostic``, ``rhythm``, ... for PTB-XL; ``scored`` for CinC), or a
+    target: ``age`` (regression, years), ``sex`` (binary: one logit, positive class ``female``); for PTB-XL also
+    any numeric column of ``ptbxl_database.csv`` (``height``, ``weight``), several joined by ``+`` (``age+weight``:
+    one output per target). Records without the target's value are masked out of the loss and the metrics and
+    counted in ``metrics.json`` (regression), or left out of the task and counted (binary)."""
+    regression_loss: Literal["mse", "l1"] | None = None
+    """Loss of a regression target (``null``: ``mse``); an error for a classification task."""
+    standardize_targets: bool | None = None
+    """Regression: train on targets standardised with the training split's mean and std, saved in the model's
+    config so its outputs come back in the target's unit (``null``: true); an error for a classification task."""
 
 
 @dataclass
@@ -142,7 +152,8 @@ class TrainingArgs:
     """A validation metric (``loss``, ``macro_auroc``, ``kappa``, ...; an ``eval_`` prefix is accepted);
     ``null``: the task's primary metric."""
     greater_is_better: bool | None = None
-    """``null``: false for names ending in ``loss``, true otherwise (as transformers)."""
+    """``null``: from the metric: false for losses and regression errors (``loss``, ``mae``, ``rmse``), true
+    otherwise (transformers' rule for ``loss``, extended to the errors that are also lower-is-better)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of ``metric_for_best_model`` (``null``: never)."""
     early_stopping_threshold: float = 0.0

@@ -15,6 +15,7 @@ One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -43,11 +44,11 @@ from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
 from ..tasks.subset import stratified_subset
-from ..tasks.task import ClassificationTask
+from ..tasks.task import RegressionTask, Task
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
-from ..tasks.bootstrap import metric_intervals, support_warnings
+from ..tasks.bootstrap import metric_intervals
 from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .selection import BestTracker, load_best, save_best
@@ -122,18 +123,36 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
-def _select_records(recipe: Recipe) -> tuple[LabelledSource, ClassificationTask, dict[str, list[Any]], Any]:
+def _task_of(source: LabelledSource, recipe: Recipe) -> Task:
+    """The source's task ``task.name``, with the recipe's regression settings (an unknown name is a RecipeError
+    naming ``task.name``; regression keys on a classification task are refused)."""
+    t = recipe.task
+    try:
+        task = source.task(t.name)
+    except ValueError as e:
+        raise RecipeError(f"task.name: {e}") from e
+    if isinstance(task, RegressionTask):
+        return dataclasses.replace(task, loss=t.regression_loss or task.loss,
+                                   standardize=task.standardize if t.standardize_targets is None else t.standardize_targets)
+    for key in ("regression_loss", "standardize_targets"):
+        if getattr(t, key) is not None:
+            raise RecipeError(f"task.{key} is for regression targets, but task {task.name!r} is {task.problem_type}")
+    return task
+
+
+def _select_records(recipe: Recipe) -> tuple[LabelledSource, Task, dict[str, list[Any]], Any]:
     """The source, task, record ids per split (``max_records_per_split``, ``train_fraction`` applied) and label
     sets of a recipe: what the run caches and trains on (``ecg-adapt embed`` encodes the same records)."""
     source = _open_source(recipe)
-    task = source.task(recipe.task.name)
+    task = _task_of(source, recipe)
     split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
     if recipe.data.max_records_per_split:
         split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
     label_sets = source.label_sets(recipe.task.name)
     if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
-        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
-                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
+        strata = task.stratification_labels(task.encode([label_sets[i] for i in split_ids["train"]]))
+        split_ids["train"] = stratified_subset(split_ids["train"], strata, recipe.data.train_fraction,
+                                               recipe.data.train_fraction_seed)
         logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
                     recipe.data.train_fraction_seed, len(split_ids["train"]))
     for s, ids in split_ids.items():
@@ -167,17 +186,20 @@ def evaluate(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
     dataset: WindowDataset,
-    task: ClassificationTask,
+    task: Task,
     accelerator: Accelerator,
     aggregation: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray, float, list[Any]]:
-    """Record-level probabilities, labels, mean loss and record ids of a split, gathered across ranks (identical
-    on every rank). Records without a cached window (skipped) are left out."""
+    """Record-level probabilities (regression: predicted values), labels, mean loss and record ids of a split,
+    gathered across ranks (identical on every rank). Records without a cached window (skipped) are left out."""
     model.eval()
     probs, owners, losses = [], [], []
     for batch in loader:
         out = model(**model_inputs(batch))
-        p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
+        if task.problem_type == "regression":
+            p = out.logits.float()  # already in the target's unit (the model un-standardises)
+        else:
+            p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
         p, owner, loss = accelerator.gather_for_metrics((p, batch["record_index"], out.loss.detach().float().reshape(1)))
         probs.append(p.cpu())
         owners.append(owner.cpu())
@@ -336,7 +358,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     model = ECGClassifier.from_backbone(
         backbone, task.labels, problem_type=task.problem_type,
         classifier_dropout=recipe.model.classifier_dropout, backbone_layerdrop=recipe.model.layerdrop,
-        pooling=recipe.model.pooling,
+        pooling=recipe.model.pooling, **task.head_config(datasets["train"].labels),
     )
     if tr.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -503,7 +525,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         test_metrics["ci"] = {k: {"low": v.low, "high": v.high} for k, v in cis.items() if v.low is not None}
         test_metrics["ci_info"] = {"level": tr.confidence_level, "n_resamples": tr.bootstrap_resamples,
                                    "unit": "record", "n_records": len(set(groups)), "method": "percentile"}
-    warnings_ = support_warnings(test_labels, task.labels)
+    warnings_ = task.support_warnings(test_labels)
     if warnings_:
         test_metrics["support_warnings"] = warnings_
         for w in warnings_:
@@ -528,6 +550,12 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
     }
     metrics["primary_metric"] = task.primary_metric  # what a sweep table or `compare` reports by default
+    if task.problem_type == "regression":  # records without a target value: kept, masked, and counted here
+        metrics["data"]["records_without_target"] = {s: {t: int(np.isnan(ds.labels[:, c]).sum()) for c, t in enumerate(task.labels)}
+                                                     for s, ds in datasets.items()}
+        logger.info("records without a target value (masked): %s", metrics["data"]["records_without_target"])
+    if hasattr(source, "target_report") and source.target_report(recipe.task.name):
+        metrics["data"]["target"] = source.target_report(recipe.task.name)
     metrics["data"]["train_subset"] = {"fraction": recipe.data.train_fraction, "seed": recipe.data.train_fraction_seed,
                                        "records": len(split_ids["train"])}
     # Every rank records what it did, so a multi-process run can be checked to have trained on all ranks.
