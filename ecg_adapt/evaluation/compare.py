@@ -164,7 +164,7 @@ def compare_runs(
         raise ValueError("the runs share no test record: they were evaluated on different data")
     shared = sorted(shared_set)
     preds = [pred.subset(shared) for pred, _ in loaded]
-    if any(not np.array_equal(p.y_true, preds[0].y_true) for p in preds[1:]):
+    if any(not np.array_equal(p.y_true, preds[0].y_true, equal_nan=True) for p in preds[1:]):  # NaN: a missing target
         raise ValueError("the runs disagree on the labels of shared records: they used different label sources")
     n = len(shared)
     scores = [
