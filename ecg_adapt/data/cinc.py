@@ -526,6 +526,7 @@ class CinC2021:
             return ChallengeTask(
                 name=f"{self.name}/scored",
                 labels=list(self.classes),
+                label_names={c: abbr[c] for c in self.classes},
                 problem_type="multi_label_classification",
                 description=f"PhysioNet/CinC {self.year} scored classes ({len(self.classes)}): "
                 + ", ".join(abbr[c] for c in self.classes),
@@ -534,6 +535,7 @@ class CinC2021:
         return ChallengeTask(
             name=f"{self.name}/all",
             labels=labels,
+            label_names={c: abbr.get(c, c) for c in labels},
             problem_type="multi_label_classification",
             description=f"PhysioNet/CinC {self.year}: every SNOMED CT class in the records ({len(labels)}), "
             "scored pairs merged",

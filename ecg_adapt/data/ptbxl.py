@@ -131,7 +131,8 @@ class PTBXL:
     def regression_targets(self) -> list[str]:
         """Numeric columns that can be regression targets (``age``, ``height``, ``weight``, ...)."""
         return [c for c in self.database.columns if c not in _NOT_TARGETS and c not in PTBXL_BINARY
-                and pd.api.types.is_numeric_dtype(self.database[c]) and not pd.api.types.is_bool_dtype(self.database[c])]
+                and pd.api.types.is_numeric_dtype(self.database[c]) and not pd.api.types.is_bool_dtype(self.database[c])
+                and self.database[c].notna().any()]  # a column read as float because it is empty is no target
 
     def _targets_of(self, task: str) -> list[str] | None:
         """The columns of a target task (``age+weight`` -> both), ``None`` for a label scheme.
@@ -147,7 +148,7 @@ class PTBXL:
         for p in parts:
             if p not in known or (len(parts) > 1 and p not in numeric):
                 raise ValueError(
-                    f"Unknown PTB-XL task or target {p!r}{did_you_mean(p, known)}; label schemes: {list(PTBXL_TASKS)}, "
+                    f"Unknown PTB-XL task {p!r}{did_you_mean(p, known)}; label schemes: {list(PTBXL_TASKS)}, "
                     f"binary targets: {list(PTBXL_BINARY)}, regression targets (numeric columns, join several with "
                     f"'+'): {numeric}")
         if len(set(parts)) != len(parts):

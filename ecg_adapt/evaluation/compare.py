@@ -63,7 +63,7 @@ class Comparison:
         pct = round(self.level * 100)
         direction = "lower is better" if lower_is_better(self.metric) else "higher is better"
         lines = [
-            f"{self.metric} ({direction}) on {self.n_shared_records} shared test records ({pct}% bootstrap intervals, "
+            f"{self.metric} on {self.n_shared_records} shared test records ({direction}; {pct}% bootstrap intervals, "
             f"{self.n_resamples} paired resamples)",
             "",
             f"| rank | run | {self.metric} [{pct}% CI] | difference to best [{pct}% CI] | p |",

@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..models.registry import released_variants
 from ..processing.contract import SignalContract
+from ..tasks.task import display_label
 
 LIBRARY_NAME = "ecg_adapt"
 CARD_NAME = "README.md"
@@ -64,6 +65,11 @@ _SCALAR_METRICS = {
     "macro_auprc": ("average_precision", "macro AUPRC"),
     "macro_f1": ("f1", "macro F1 at the validation-tuned thresholds"),
     "accuracy": ("accuracy", "accuracy"),
+    # regression targets (age): present only in a regression run's metrics.json
+    "mae": ("mae", "MAE"),
+    "rmse": ("rmse", "RMSE"),
+    "r2": ("r_squared", "R²"),
+    "pearson_r": ("pearsonr", "Pearson r"),
 }
 _PER_CLASS_METRICS = {
     "per_class_auroc": ("roc_auc", "AUROC"),
@@ -180,6 +186,7 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
     because they are undefined (e.g. AUROC of a class with a single outcome on a split)."""
     results: list[EvalResult] = []
     undefined: list[str] = []
+    names = metrics.get("label_names") or {}  # a code's name is shown beside it; the code stays the config
     for split in SPLITS:
         m = metrics.get(split)
         if not isinstance(m, dict):
@@ -196,11 +203,12 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
                 undefined.append(f"{split} {name}")
         for key, (metric_type, name) in _PER_CLASS_METRICS.items():
             for label, value in (m.get(key) or {}).items():
+                shown = display_label(str(label), names)
                 if _is_number(value):
                     results.append(EvalResult(metric_type=metric_type, metric_value=value,
-                                              metric_name=f"{split} {name} {label}", metric_config=str(label), **common))
+                                              metric_name=f"{split} {name} {shown}", metric_config=str(label), **common))
                 else:
-                    undefined.append(f"{split} {name} {label}")
+                    undefined.append(f"{split} {name} {shown}")
     return results, undefined
 
 
@@ -392,11 +400,15 @@ def _body(*, repo_id: str, base_model: str, family: str, method: str, merged: bo
     out += [
         "## Labels and thresholds", "",
         "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
-        "| label | threshold | test AUROC | validation AUROC |", "|---|---|---|---|",
     ]
+    # Labels that are codes (SNOMED CT in CinC) get their abbreviation in a column beside them.
+    names = {k: v for k, v in (metrics.get("label_names") or {}).items() if v and v != k}
+    name_head, name_rule = ("name | ", "---|") if names else ("", "")
+    out += [f"| label | {name_head}threshold | test AUROC | validation AUROC |", f"|---|{name_rule}---|---|---|"]
     test_auroc, val_auroc = test.get("per_class_auroc") or {}, val.get("per_class_auroc") or {}
     for label in labels:
-        out.append(f"| {label} | {_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
+        name_cell = f"{names.get(label, '')} | " if names else ""
+        out.append(f"| {label} | {name_cell}{_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
                    f"| {_fmt(val_auroc.get(label))} |")
     out.append("")
 

@@ -40,10 +40,15 @@ class ClassificationTask:
     problem_type: ProblemType = "multi_label_classification"
     description: str = ""
     primary_metric: str = "macro_auroc"
+    label_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Readable names of labels that are codes (SNOMED CT ``164889003`` -> ``AF``); the label stays the id."""
 
     def __post_init__(self) -> None:
         if not self.labels:
             raise ValueError(f"Task {self.name!r} has no labels")
+        unknown = sorted(set(self.label_names) - set(self.labels))
+        if unknown:
+            raise ValueError(f"Task {self.name!r}: label_names for labels it does not have: {unknown[:5]}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"Task {self.name!r} has duplicate labels")
         if self.problem_type not in ("multi_label_classification", "single_label_classification"):
@@ -87,6 +92,10 @@ class ClassificationTask:
             return multilabel_metrics(y_true, probs, self.labels, thresholds)
         return single_label_metrics(y_true, probs, self.labels)
 
+    def display(self, label: str) -> str:
+        """``"164889003 (AF)"`` for a label with a name, else the label itself."""
+        return display_label(label, self.label_names)
+
     @property
     def binary(self) -> bool:
         """A single-logit binary task (one label, multi-label kind: sigmoid and BCE), e.g. sex."""
@@ -102,7 +111,7 @@ class ClassificationTask:
 
     def support_warnings(self, y_true: np.ndarray) -> list[str]:
         """Classes whose test support is too small to support a claim (:func:`~ecg_adapt.tasks.bootstrap.support_warnings`)."""
-        return support_warnings(y_true, self.labels)
+        return support_warnings(y_true, [self.display(label) for label in self.labels])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,6 +238,40 @@ class RegressionTask:
 
 
 Task = ClassificationTask | RegressionTask
+
+
+def display_label(label: str, names: dict[str, str] | None) -> str:
+    """A label with its readable name beside it, when it has one that differs from it.
+
+    Example:
+        >>> display_label("164889003", {"164889003": "AF"}), display_label("NORM", {})
+        ('164889003 (AF)', 'NORM')
+    """
+    name = (names or {}).get(label)
+    return f"{label} ({name})" if name and name != label else label
+
+
+def per_class_summary(metrics: dict[str, Any], labels: list[str], y_true: np.ndarray,
+                      label_names: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per class, by label (the id): its name, AUROC with its interval, F1, threshold and test positives, from a
+    split's metrics dict (``metrics.json``'s ``test``): one readable entry per class."""
+    y = np.asarray(y_true)
+    if y.ndim == 1:
+        y = np.eye(len(labels), dtype=int)[y.astype(int)]
+    ci = metrics.get("ci") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for c, label in enumerate(labels):
+        entry: dict[str, Any] = {"name": (label_names or {}).get(label, label),
+                                 "auroc": (metrics.get("per_class_auroc") or {}).get(label)}
+        interval = ci.get(f"per_class_auroc/{label}")
+        if interval:
+            entry["auroc_ci"] = [interval["low"], interval["high"]]
+        entry["f1"] = (metrics.get("per_class_f1") or {}).get(label)
+        if label in (metrics.get("thresholds") or {}):
+            entry["threshold"] = metrics["thresholds"][label]
+        entry["positives"] = int(y[:, c].sum())
+        out[label] = entry
+    return out
 
 
 def task_from_dict(d: dict[str, Any]) -> Task:

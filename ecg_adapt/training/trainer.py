@@ -44,7 +44,7 @@ from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
 from ..tasks.subset import stratified_subset
-from ..tasks.task import RegressionTask, Task
+from ..tasks.task import RegressionTask, Task, per_class_summary
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
@@ -525,6 +525,8 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         test_metrics["ci"] = {k: {"low": v.low, "high": v.high} for k, v in cis.items() if v.low is not None}
         test_metrics["ci_info"] = {"level": tr.confidence_level, "n_resamples": tr.bootstrap_resamples,
                                    "unit": "record", "n_records": len(set(groups)), "method": "percentile"}
+    if task.problem_type != "regression":  # one readable entry per class: its name beside its id, AUROC [CI], F1
+        test_metrics["per_class"] = per_class_summary(test_metrics, task.labels, test_labels, task.label_names)
     warnings_ = task.support_warnings(test_labels)
     if warnings_:
         test_metrics["support_warnings"] = warnings_
@@ -533,6 +535,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     metrics: dict[str, Any] = {
         "task": task.name,
         "labels": task.labels,
+        "label_names": getattr(task, "label_names", {}),  # SNOMED CT codes -> abbreviations (CinC); {} otherwise
         "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds)},
         "test": test_metrics,
         "primary_metric": task.primary_metric,
