@@ -462,7 +462,7 @@ class CinC2021:
     def _check_task(self, task: str) -> None:
         if task not in CINC_TASKS and task not in CINC_TARGETS:
             known = list(CINC_TASKS) + list(CINC_TARGETS)
-            raise ValueError(f"Unknown CinC task or target {task!r}{did_you_mean(task, known)}; label tasks: "
+            raise ValueError(f"Unknown CinC task {task!r}{did_you_mean(task, known)}; label tasks: "
                              f"{list(CINC_TASKS)}, targets (header '# Age:' / '# Sex:'): {list(CINC_TARGETS)}")
 
     def target_report(self, task: str) -> dict[str, object]:

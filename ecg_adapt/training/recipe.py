@@ -176,6 +176,16 @@ class TrainingArgs:
     """Frozen-backbone methods encode each window once and train the head on cached embeddings
     (``linear_probe`` without ``data.augmentations``; see :mod:`ecg_adapt.training.embeddings`). Same result as
     re-running the backbone every epoch, many times faster; ``false`` re-encodes every epoch."""
+    probe: Literal["head", "logistic_regression"] = "head"
+    """What learns on a frozen backbone's features: ``head`` (the model's linear or attention head, trained by
+    this loop) or ``logistic_regression`` (scikit-learn ``LogisticRegression`` on the cached pooled embeddings,
+    one-vs-rest for multi-label, standardised features, ``C`` chosen on validation from ``logistic_regression_c``;
+    the fit is folded into the linear head, so the saved model is an ordinary classifier). Needs
+    ``adaptation.method: linear_probe``, ``model.pooling: mean``, ``embedding_cache: true``, no augmentations and a
+    classification task; the epoch/step settings are then unused."""
+    logistic_regression_c: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    """The inverse regularisation strengths tried by ``probe: logistic_regression`` (the best validation
+    ``metric_for_best_model`` wins)."""
 
 
 @dataclass
@@ -264,6 +274,18 @@ class Recipe:
              d.max_records_per_split is None or d.max_records_per_split >= 1, ">= 1 (or null)"),
             ("data.train_fraction", d.train_fraction, 0.0 < d.train_fraction <= 1.0, "in (0, 1]"),
         ]
+        if t.probe == "logistic_regression":
+            checks += [
+                ("adaptation.method", self.adaptation.method, self.adaptation.method == "linear_probe",
+                 "linear_probe with training.probe: logistic_regression"),
+                ("model.pooling", m.pooling, m.pooling == "mean", "mean with training.probe: logistic_regression"),
+                ("training.embedding_cache", t.embedding_cache, t.embedding_cache,
+                 "true with training.probe: logistic_regression (it fits on the cached embeddings)"),
+                ("data.augmentations", d.augmentations, not d.augmentations,
+                 "empty with training.probe: logistic_regression (features are encoded once)"),
+                ("training.logistic_regression_c", t.logistic_regression_c,
+                 bool(t.logistic_regression_c) and all(c > 0 for c in t.logistic_regression_c), "a non-empty list of C > 0"),
+            ]
         for key, value, ok, allowed in checks:
             if not ok:
                 raise RecipeError(f"Recipe key {key!r} must be {allowed}, got {value!r}")

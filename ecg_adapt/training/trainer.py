@@ -49,7 +49,7 @@ from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
 from ..tasks.bootstrap import metric_intervals
-from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, model_inputs
+from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, fit_logistic_probe, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .selection import BestTracker, load_best, save_best
 from .recipe import Recipe, RecipeError
@@ -448,6 +448,22 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                            tracker.evaluations_without_improvement, _nan(tracker.best_value), tracker.best_step or 0)
         return tracker.should_stop
 
+    logistic = None
+    if tr.probe == "logistic_regression":  # no loop: scikit-learn fits on the cached features, C on validation
+        if task.problem_type == "regression":
+            raise RecipeError("training.probe: logistic_regression is for classification; use probe: head for "
+                              f"the regression task {task.name!r}")
+        logistic = fit_logistic_probe(emb_sets["train"], emb_sets["validation"], task, metric_name,
+                                      bool(tracker.greater_is_better), tr.logistic_regression_c, tr.eval_aggregation, tr.seed)
+        head = _unwrap(accelerator, model).classifier
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(logistic["weight"], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(logistic["bias"], dtype=head.bias.dtype))
+        progress.history = logistic["history"]
+        logger.info("logistic regression probe: C %g chosen on validation (%s %s); grid %s", logistic["C"], metric_name,
+                    logistic["best_value"], tr.logistic_regression_c)
+        done = True
+
     early_stopped = False
     for epoch in range(progress.epoch, num_epochs):
         if done:
@@ -505,6 +521,11 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
 
     # 6. model selection: the best validation evaluation's weights replace the last step's
     selection = _selection_summary(tr, tracker, progress, early_stopped)
+    if logistic is not None:
+        selection = {"selected": "logistic_regression", "metric_for_best_model": metric_name,
+                     "greater_is_better": tracker.greater_is_better, "C": logistic["C"], "best_value": logistic["best_value"],
+                     "c_grid": list(tr.logistic_regression_c),
+                     "reason": f"scikit-learn LogisticRegression, C with the best validation {metric_name}"}
     if selection["selected"] == "best":
         accelerator.wait_for_everyone()
         load_best(_unwrap(accelerator, model), output_dir)
