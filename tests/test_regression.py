@@ -204,6 +204,35 @@ def test_age_regression_trains_masks_missing_ages_and_saves_a_model_that_predict
     assert config["problem_type"] == "regression" and config["target_std"][0] > 5
     task = json.loads((run / "model" / "task.json").read_text())["task"]
     assert task["problem_type"] == "regression" and task["labels"] == ["age"]
+    # the saved model, reloaded for prediction, gives the run's test values in years (no sigmoid, no threshold)
+    from ecg_adapt.inference import Predictor
+
+    ds = PTBXL(ptbxl_root)
+    ids = ds.split_ids(ds.task("age"), "test")[:5]
+    outputs = Predictor.from_pretrained(run / "model").predict([rec for _, rec in ds.iter_records(ids)])
+    row = {str(r): i for i, r in enumerate(pred.record_ids)}
+    for rid, p in zip(ids, outputs):
+        assert p.predicted == [] and p.probabilities["age"] == pytest.approx(pred.y_score[row[str(rid)], 0], abs=1e-3)
+
+
+def test_sweep_tables_and_curves_read_a_regression_metric(tmp_path: Path) -> None:
+    import yaml
+
+    from ecg_adapt.training.sweep import SweepSpec, result_row, sweep_curves, write_results
+
+    spec = SweepSpec.from_dict({"recipe": "hubert_ecg_linear_probe_ptbxl_age", "output_root": str(tmp_path),
+                                "grid": {"data.train_fraction": [0.5, 1.0]}})
+    rows = []
+    for cell, mae in zip(spec.cells(), (9.0, 7.0)):
+        cell.output_dir.mkdir(parents=True)
+        (cell.output_dir / "metrics.json").write_text(json.dumps({
+            "primary_metric": "mae", "test": {"mae": mae, "r2": 0.3, "ci": {"mae": {"low": mae - 1, "high": mae + 1}}}}))
+        (cell.output_dir / "recipe.yaml").write_text(yaml.safe_dump(spec.cell_recipe(cell).to_dict()))
+        rows.append(result_row(spec, cell, "done"))
+    assert [(r["metric"], r["test"], r["ci_low"]) for r in rows] == [("mae", 9.0, 8.0), ("mae", 7.0, 6.0)]
+    write_results(tmp_path, rows)
+    metric, points = sweep_curves(tmp_path)
+    assert metric == "mae" and list(points.values())[0] == {0.5: [9.0], 1.0: [7.0]}
 
 
 def test_sex_is_a_single_logit_binary_task_scored_with_auroc(ptbxl_root: Path, backbone_dir: Path, tmp_path: Path) -> None:
