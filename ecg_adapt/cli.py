@@ -44,9 +44,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print("test " + format_staging_report(metrics["test"]).replace("\n", "\n  "))
     else:
         print(f"test {primary}: {describe_test_metric(metrics['test'], primary)}")
+    table = per_class_table(metrics)
+    if table:
+        print(table)
     selection = metrics.get("selection") or {}
     print(f"model: {'step ' + str(selection.get('best_step')) + ' (best validation)' if selection.get('selected') == 'best' else selection.get('reason', 'last step')}")
     return 0
+
+
+def per_class_table(metrics: dict) -> str:
+    """The test metrics per class of a run's ``metrics.json`` as aligned text: the label (the id), its name (a
+    SNOMED CT code's abbreviation, where the task has one), AUROC with its interval, F1 and test positives."""
+    per = (metrics.get("test") or {}).get("per_class") or {}
+    if not per:
+        return ""
+
+    def num(v: object) -> str:
+        return "n/a" if v is None else f"{v:.3f}"  # type: ignore[str-format]
+
+    rows = [("LABEL", "NAME", "AUROC [CI]", "F1", "POSITIVES")]
+    for label, e in per.items():
+        ci = e.get("auroc_ci")
+        auroc = num(e.get("auroc")) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        rows.append((label, str(e.get("name", label)), auroc, num(e.get("f1")), str(e.get("positives", ""))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:

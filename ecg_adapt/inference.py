@@ -22,7 +22,8 @@ from .progress import Progress
 
 @dataclass
 class Prediction:
-    """The prediction for one record."""
+    """The prediction for one record. For a regression model (``problem_type="regression"``, e.g. age),
+    ``probabilities`` holds the predicted values in the target's unit (years) and ``predicted`` is empty."""
 
     record_id: str
     probabilities: dict[str, float]
@@ -51,6 +52,8 @@ class Predictor:
     thresholds: np.ndarray
     multi_label: bool = True
     aggregation: str = "mean"
+    regression: bool = False
+    """Outputs are values (the model un-standardises them), not logits: no sigmoid, no thresholds."""
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, missing_leads: str | None = None, aggregation: str = "mean") -> "Predictor":
@@ -69,8 +72,9 @@ class Predictor:
             if saved:
                 thresholds = np.array([saved[name] for name in labels])
         multi = base.config.problem_type != "single_label_classification"
-        return cls(model=model, processor=processor, labels=labels, thresholds=thresholds, multi_label=multi,
-                   aggregation=aggregation)
+        regression = base.config.problem_type == "regression"
+        return cls(model=model, processor=processor, labels=labels, thresholds=thresholds, multi_label=multi and not regression,
+                   aggregation=aggregation, regression=regression)
 
     def predict(self, records: Iterable[ECGRecord], batch_size: int = 64, progress: bool = False,
                 per_window: bool = False) -> list[Prediction]:
@@ -114,13 +118,18 @@ class Predictor:
             for i in range(0, batch["input_values"].shape[0], batch_size):
                 logits = self.model(input_values=batch["input_values"][i : i + batch_size],
                                     attention_mask=batch["attention_mask"][i : i + batch_size]).logits.float()
-                probs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
+                if self.regression:
+                    probs.append(logits)
+                else:
+                    probs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
             window_probs = torch.cat(probs).numpy()
             owner = batch["window_to_record"].numpy()
             rec_probs = aggregate_windows(window_probs, owner, self.aggregation, n_records=len(chunk))
             for j, (rec, p) in enumerate(zip(chunk, processed)):
                 pr = rec_probs[j]
-                if self.multi_label:
+                if self.regression:
+                    predicted = []
+                elif self.multi_label:
                     predicted = [n for n, v, t in zip(self.labels, pr, self.thresholds) if v >= t]
                 else:
                     predicted = [self.labels[int(np.argmax(pr))]]

@@ -340,6 +340,18 @@ def test_the_example_sweep_resolves_to_36_ptbxl_cells() -> None:
     assert len({r.output.output_dir for r in recipes}) == 36
 
 
+def test_the_readme_plot_sweep_resolves_to_12_offline_cells() -> None:
+    """examples/sweep_demo.yaml made docs/sweep.png: 2 methods x 3 fractions x 2 seeds on the demo backbone."""
+    from ecg_adapt.training.sweep import plan
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sweep_demo.yaml"
+    recipes = [r for _, r in plan(SweepSpec.from_yaml(path))]
+    assert len(recipes) == 12 and {r.adaptation.method for r in recipes} == {"linear_probe", "lora"}
+    assert sorted({r.data.train_fraction for r in recipes}) == [0.1, 0.3, 1.0]
+    assert {(r.model.model_name_or_path, r.data.path) for r in recipes} == {("runs/sweep_demo/backbone", "runs/sweep_demo/ptbxl")}
+    assert (path.parents[1] / "docs" / "sweep.png").is_file()
+
+
 def test_sweep_help_imports_no_torch() -> None:
     import subprocess
     import sys

@@ -27,6 +27,12 @@ default, like records without a label in the PTB-XL tasks; they add nothing to t
 confusion matrix only counts true labels. ``unscored_records="negative"`` keeps them as all-negative
 examples instead. :meth:`CinC2021.summary` counts them per source.
 
+**Targets.** Besides the label tasks, the header's ``# Age:`` is the regression target ``age`` (years; a missing
+or non-numeric age, e.g. ``NaN``, is NaN: kept, masked in the loss and the metrics) and ``# Sex:`` the binary
+target ``sex`` (one label ``female``; ``Male``/``M`` negative; records with another or no value, e.g.
+``Unknown``, are left out of the task). Both cover every indexed record, with or without a ``Dx`` line;
+:meth:`CinC2021.target_report` counts them.
+
 **Splits.** The challenge's validation and test sets are hidden (never released), so every split here is
 ours. Patients are not identified in the headers, so no split can be grouped by patient (INCART's 74 records
 come from 32 Holter recordings, PTB's 516 from 290 subjects). Two schemes:
@@ -65,13 +71,15 @@ import pandas as pd
 import scipy.io
 
 from ..tasks.challenge import ChallengeTask, class_codes, load_weights
-from ..tasks.task import ClassificationTask
+from ..tasks.task import ClassificationTask, RegressionTask
+from ..utils import did_you_mean
 from .base import OnError, SkipReport, read_each, register_source
 from .record import ECGRecord, RecordError, read_wfdb
 
 logger = logging.getLogger(__name__)
 
 CINC_TASKS: tuple[str, ...] = ("scored", "all")
+CINC_TARGETS: dict[str, str] = {"age": "regression", "sex": "binary"}
 CINC_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # Scored in 2021 but not in 2020 (dx_mapping_scored.csv of evaluation-2020 lists the other 27 codes).
 SCORED_2021_ONLY: frozenset[str] = frozenset({"6374002", "365413008", "733534002"})
@@ -264,6 +272,16 @@ def mat_error_reason(error: Exception) -> str:
     return "truncated" if "truncated" in message or "could not read bytes" in message else "unreadable"
 
 
+def _sex(value: object) -> str | None:
+    """``"female"`` / ``"male"`` from a header's ``Sex:`` value (``Female``, ``F``, ``male`` ...), else ``None``."""
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text in ("female", "f"):
+        return "female"
+    if text in ("male", "m"):
+        return "male"
+    return None
+
+
 def _age(value: str | None) -> float:
     try:
         return float(value) if value is not None else np.nan
@@ -440,6 +458,26 @@ class CinC2021:
         out.index.name = "source"
         return out
 
+    # ------------------------------------------------------------------ targets
+    def _check_task(self, task: str) -> None:
+        if task not in CINC_TASKS and task not in CINC_TARGETS:
+            known = list(CINC_TASKS) + list(CINC_TARGETS)
+            raise ValueError(f"Unknown CinC task {task!r}{did_you_mean(task, known)}; label tasks: "
+                             f"{list(CINC_TASKS)}, targets (header '# Age:' / '# Sex:'): {list(CINC_TARGETS)}")
+
+    def target_report(self, task: str) -> dict[str, object]:
+        """How many records have the target's value (``{}`` for a label task)."""
+        self._check_task(task)
+        if task == "age":
+            v = self.records["age"].astype(float)
+            return {"kind": "regression", "records": len(v), "age": {"with_value": int(v.notna().sum()),
+                    "missing": int(v.isna().sum())}, "missing_handling": "kept, masked in the loss and the metrics"}
+        if task == "sex":
+            known = self.records["sex"].map(_sex).notna()
+            return {"kind": "binary", "records": len(known), "with_value": int(known.sum()),
+                    "missing": int((~known).sum()), "missing_handling": "left out of the task"}
+        return {}
+
     # ------------------------------------------------------------------ labels
     def _class_names(self, codes: list[str], task: str) -> list[str]:
         if task == "scored":
@@ -450,10 +488,15 @@ class CinC2021:
         """Class names per record id for ``scored`` or ``all``.
 
         Records without a ``Dx`` line are never labelled; records without any scored class are left out of
-        ``scored`` unless ``unscored_records="negative"`` (then their label list is empty).
+        ``scored`` unless ``unscored_records="negative"`` (then their label list is empty). ``age``: ``[age]`` of
+        every record (NaN where missing); ``sex``: ``["female"]`` or ``[]``, records without a sex left out.
         """
-        if task not in CINC_TASKS:
-            raise ValueError(f"Unknown CinC task {task!r}; available: {list(CINC_TASKS)}")
+        self._check_task(task)
+        if task == "age":
+            return pd.Series([[float(a)] for a in self.records["age"]], index=self.records.index, dtype=object)
+        if task == "sex":
+            sex = self.records["sex"].map(_sex).dropna()
+            return sex.apply(lambda v: ["female"] if v == "female" else [])
         t = self.records[self.records["has_dx"]]
         labels = t["dx"].apply(lambda codes: self._class_names(codes, task))
         if task == "scored" and self.unscored_records == "negative":
@@ -467,16 +510,23 @@ class CinC2021:
         names = self.classes + sorted(self.known_codes - set(self._class_of_code))
         return {n: "|".join(abbr.get(c, c) for c in n.split("|")) for n in names}
 
-    def task(self, name: str) -> ClassificationTask:
+    def task(self, name: str) -> ClassificationTask | RegressionTask:
         """``scored``: the challenge classes in weight-table order, scored with the challenge metric too;
-        ``all``: every known class present in the records, sorted."""
-        if name not in CINC_TASKS:
-            raise ValueError(f"Unknown CinC task {name!r}; available: {list(CINC_TASKS)}")
+        ``all``: every known class present in the records, sorted; ``age``: regression (years); ``sex``: binary
+        (one label, ``female``)."""
+        self._check_task(name)
+        if name == "age":
+            return RegressionTask(name=f"{self.name}/age", labels=["age"], units={"age": "years"},
+                                  description=f"PhysioNet/CinC {self.year} age (regression, header '# Age:')")
+        if name == "sex":
+            return ClassificationTask(name=f"{self.name}/sex", labels=["female"], problem_type="multi_label_classification",
+                                      description=f"PhysioNet/CinC {self.year} sex (binary: female vs male, header '# Sex:')")
         abbr = self.abbreviations()
         if name == "scored":
             return ChallengeTask(
                 name=f"{self.name}/scored",
                 labels=list(self.classes),
+                label_names={c: abbr[c] for c in self.classes},
                 problem_type="multi_label_classification",
                 description=f"PhysioNet/CinC {self.year} scored classes ({len(self.classes)}): "
                 + ", ".join(abbr[c] for c in self.classes),
@@ -485,6 +535,7 @@ class CinC2021:
         return ChallengeTask(
             name=f"{self.name}/all",
             labels=labels,
+            label_names={c: abbr.get(c, c) for c in labels},
             problem_type="multi_label_classification",
             description=f"PhysioNet/CinC {self.year}: every SNOMED CT class in the records ({len(labels)}), "
             "scored pairs merged",
@@ -507,11 +558,11 @@ class CinC2021:
         """``train``, ``validation`` or ``test`` for an indexed record."""
         return str(self._splits[record_id])
 
-    def split_ids(self, task: ClassificationTask | str, split: str) -> list[str]:
+    def split_ids(self, task: ClassificationTask | RegressionTask | str, split: str) -> list[str]:
         """Labelled record ids of one split (see the module docstring for the two split schemes)."""
         if split not in CINC_SPLITS:
             raise ValueError(f"Unknown split {split!r}; available: {list(CINC_SPLITS)}")
-        name = task.name.split("/", 1)[-1] if isinstance(task, ClassificationTask) else task
+        name = task if isinstance(task, str) else task.name.split("/", 1)[-1]
         labelled = self.label_sets(name).index
         return [str(r) for r in labelled[(self._splits.reindex(labelled) == split).to_numpy()]]
 
@@ -578,6 +629,7 @@ register_source("cinc2020", open_cinc2020)
 
 __all__ = [
     "CINC_SOURCES",
+    "CINC_TARGETS",
     "CINC_SPLITS",
     "CINC_TASKS",
     "CinC2021",

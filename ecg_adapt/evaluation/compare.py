@@ -31,7 +31,7 @@ from ..tasks.bootstrap import (
     bootstrap_interval,
     paired_bootstrap_difference,
 )
-from ..tasks.metrics import multilabel_metrics, single_label_metrics
+from ..tasks.metrics import lower_is_better, multilabel_metrics, regression_metrics, single_label_metrics
 from .predictions import PREDICTIONS_DIR, Predictions, load_predictions
 
 
@@ -61,8 +61,9 @@ class Comparison:
     def to_markdown(self) -> str:
         """A markdown table, best run (and runs tied with it) in bold."""
         pct = round(self.level * 100)
+        direction = "lower is better" if lower_is_better(self.metric) else "higher is better"
         lines = [
-            f"{self.metric} on {self.n_shared_records} shared test records ({pct}% bootstrap intervals, "
+            f"{self.metric} on {self.n_shared_records} shared test records ({direction}; {pct}% bootstrap intervals, "
             f"{self.n_resamples} paired resamples)",
             "",
             f"| rank | run | {self.metric} [{pct}% CI] | difference to best [{pct}% CI] | p |",
@@ -92,11 +93,14 @@ class Comparison:
 
 def metric_value(predictions: Predictions, metric: str, rows: np.ndarray | None = None) -> float | None:
     """``metric`` of ``predictions`` (restricted to ``rows``): any scalar that :func:`multilabel_metrics` /
-    :func:`single_label_metrics` return (``macro_auroc``, ``macro_f1``, ``kappa``, ...) or
-    ``per_class_auroc/<class>``. ``None`` where undefined (e.g. a resample without positives)."""
+    :func:`single_label_metrics` / :func:`regression_metrics` return (``macro_auroc``, ``macro_f1``, ``kappa``,
+    ``mae``, ``r2``, ...) or ``per_class_auroc/<class>`` / ``per_target_mae/<target>``. ``None`` where undefined
+    (e.g. a resample without positives)."""
     y_true = predictions.y_true if rows is None else predictions.y_true[rows]
     y_score = predictions.y_score if rows is None else predictions.y_score[rows]
-    if predictions.multi_label:
+    if predictions.problem_type == "regression":
+        m = regression_metrics(y_true, y_score, predictions.labels)
+    elif predictions.multi_label:
         m = multilabel_metrics(y_true, y_score, predictions.labels, predictions.thresholds)
     else:
         m = single_label_metrics(y_true, y_score, predictions.labels)
@@ -136,7 +140,8 @@ def compare_runs(
     Args:
         runs: run folders (``output.output_dir`` of each recipe).
         metric: the metric to compare; default: the first run's primary metric (``metrics.json``), else
-            ``macro_auroc``.
+            ``macro_auroc``. Runs are ordered best first: lowest first for errors and losses (``mae``, ``rmse``:
+            :func:`~ecg_adapt.tasks.metrics.lower_is_better`), highest first otherwise.
         split, n_resamples, level, seed: which predictions, and the bootstrap settings.
 
     Raises:
@@ -151,7 +156,7 @@ def compare_runs(
         if pred.labels != first.labels or pred.problem_type != first.problem_type:
             raise ValueError(f"{p} predicts {pred.labels} ({pred.problem_type}) but {paths[0]} predicts "
                              f"{first.labels} ({first.problem_type}): runs of different tasks cannot be compared")
-    metric = metric or meta.get("primary_metric") or "macro_auroc"
+    metric = metric or meta.get("primary_metric") or ("mae" if first.problem_type == "regression" else "macro_auroc")
     shared_set = set(first.record_ids.tolist())
     for pred, _ in loaded[1:]:
         shared_set &= set(pred.record_ids.tolist())
@@ -159,7 +164,7 @@ def compare_runs(
         raise ValueError("the runs share no test record: they were evaluated on different data")
     shared = sorted(shared_set)
     preds = [pred.subset(shared) for pred, _ in loaded]
-    if any(not np.array_equal(p.y_true, preds[0].y_true) for p in preds[1:]):
+    if any(not np.array_equal(p.y_true, preds[0].y_true, equal_nan=True) for p in preds[1:]):  # NaN: a missing target
         raise ValueError("the runs disagree on the labels of shared records: they used different label sources")
     n = len(shared)
     scores = [
@@ -168,7 +173,8 @@ def compare_runs(
     if all(s.estimate is None for s in scores):
         raise ValueError(f"{metric!r} is undefined on the shared test records")
     names = _run_names(paths)
-    order = sorted(range(len(preds)), key=lambda i: -np.inf if scores[i].estimate is None else -scores[i].estimate)
+    sign = 1.0 if lower_is_better(metric) else -1.0  # sort ascending on sign * value: the best run first
+    order = sorted(range(len(preds)), key=lambda i: np.inf if scores[i].estimate is None else sign * scores[i].estimate)
     best = order[0]
     cache: dict[tuple[int, int], PairedDifference] = {}
 
@@ -197,7 +203,8 @@ def compare_runs(
 
 
 def plot_curves(run: str | os.PathLike, out: str | os.PathLike, split: str = "test") -> Path:
-    """ROC and precision-recall curves per class of one run, saved as one PNG with two panels."""
+    """ROC and precision-recall curves per class of one run, saved as one PNG with two panels; for a regression
+    run, predicted against true values per target (records without a value left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,6 +212,8 @@ def plot_curves(run: str | os.PathLike, out: str | os.PathLike, split: str = "te
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     pred, _ = _read_run(Path(run), split)
+    if pred.problem_type == "regression":
+        return _plot_regression(pred, Path(out), split, plt)
     y = pred.y_true if pred.multi_label else np.eye(len(pred.labels), dtype=int)[pred.y_true.astype(int)]
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.8))
     for c, name in enumerate(pred.labels):
@@ -223,6 +232,32 @@ def plot_curves(run: str | os.PathLike, out: str | os.PathLike, split: str = "te
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _plot_regression(pred: Predictions, out: Path, split: str, plt) -> Path:  # noqa: ANN001 - pyplot module
+    """Predicted vs true per target, with the identity line and the target's MAE and R²."""
+    k = len(pred.labels)
+    fig, axes = plt.subplots(1, k, figsize=(5 * k, 4.8), squeeze=False)
+    m = regression_metrics(pred.y_true, pred.y_score, pred.labels)
+    for c, (ax, name) in enumerate(zip(axes[0], pred.labels)):
+        keep = np.isfinite(pred.y_true[:, c])
+        t, p = pred.y_true[keep, c], pred.y_score[keep, c]
+        mae = m["mae"] if k == 1 else m["per_target_mae"][name]  # type: ignore[index]
+        r2 = m["r2"] if k == 1 else m["per_target_r2"][name]  # type: ignore[index]
+        ax.scatter(t, p, s=10, alpha=0.6)
+        if t.size:
+            lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        r2_text = "n/a" if r2 is None else f"{r2:.3f}"
+        mae_text = "n/a" if mae is None else f"{mae:.2f}"
+        ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}",
+               title=f"{name} ({split}, {int(keep.sum())} records): MAE {mae_text}, R² {r2_text}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..models.registry import released_variants
 from ..processing.contract import SignalContract
+from ..tasks.task import display_label
 
 LIBRARY_NAME = "ecg_adapt"
 CARD_NAME = "README.md"
@@ -68,6 +69,11 @@ _SCALAR_METRICS = {
     "macro_auprc": ("average_precision", "macro AUPRC"),
     "macro_f1": ("f1", "macro F1 at the validation-tuned thresholds"),
     "accuracy": ("accuracy", "accuracy"),
+    # regression targets (age): present only in a regression run's metrics.json
+    "mae": ("mae", "MAE"),
+    "rmse": ("rmse", "RMSE"),
+    "r2": ("r_squared", "R²"),
+    "pearson_r": ("pearsonr", "Pearson r"),
 }
 _PER_CLASS_METRICS = {
     "per_class_auroc": ("roc_auc", "AUROC"),
@@ -225,6 +231,7 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
     because they are undefined (e.g. AUROC of a class with a single outcome on a split)."""
     results: list[EvalResult] = []
     undefined: list[str] = []
+    names = metrics.get("label_names") or {}  # a code's name is shown beside it; the code stays the config
     for split in SPLITS:
         m = metrics.get(split)
         if not isinstance(m, dict):
@@ -243,11 +250,12 @@ def eval_results(metrics: dict[str, Any], task_label: str, dataset_type: str, da
                 undefined.append(f"{split} {name}")
         for key, (metric_type, name) in _PER_CLASS_METRICS.items():
             for label, value in (m.get(key) or {}).items():
+                shown = display_label(str(label), names)
                 if _is_number(value):
                     results.append(EvalResult(metric_type=metric_type, metric_value=value,
-                                              metric_name=f"{split} {name} {label}", metric_config=str(label), **common))
+                                              metric_name=f"{split} {name} {shown}", metric_config=str(label), **common))
                 else:
-                    undefined.append(f"{split} {name} {label}")
+                    undefined.append(f"{split} {name} {shown}")
     return results, undefined
 
 
@@ -492,25 +500,31 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
                 "per record.")), ""]
 
     test_auroc, val_auroc = test.get("per_class_auroc") or {}, val.get("per_class_auroc") or {}
+    # Labels that are codes (SNOMED CT in CinC) get their abbreviation in a column beside them.
+    names = {k: v for k, v in (metrics.get("label_names") or {}).items() if v and v != k}
+    name_head, name_rule = ("name | ", "---|") if names else ("", "")
     if multi_label:
         out += [
             "## Labels and thresholds", "",
             "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
-            "| label | threshold | test AUROC | validation AUROC |", "|---|---|---|---|",
+            f"| label | {name_head}threshold | test AUROC | validation AUROC |", f"|---|{name_rule}---|---|---|",
         ]
         for label in labels:
-            out.append(f"| {label} | {_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
+            name_cell = f"{names.get(label, '')} | " if names else ""
+            out.append(f"| {label} | {name_cell}{_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
                        f"| {_fmt(val_auroc.get(label))} |")
     else:
         noun = "stage" if staging else "class"
         out += [
             "## Labels", "",
             f"One {noun} per {'epoch' if sequence is not None else 'record'}: the most probable one (no thresholds).", "",
-            f"| {noun} | test F1 | validation F1 | test AUROC (one vs rest) |", "|---|---|---|---|",
+            f"| {noun} | {name_head}test F1 | validation F1 | test AUROC (one vs rest) |", f"|---|{name_rule}---|---|---|",
         ]
         test_f1, val_f1 = test.get("per_class_f1") or {}, val.get("per_class_f1") or {}
         for label in labels:
-            out.append(f"| {label} | {_fmt(test_f1.get(label))} | {_fmt(val_f1.get(label))} | {_fmt(test_auroc.get(label))} |")
+            name_cell = f"{names.get(label, '')} | " if names else ""
+            out.append(f"| {label} | {name_cell}{_fmt(test_f1.get(label))} | {_fmt(val_f1.get(label))} "
+                       f"| {_fmt(test_auroc.get(label))} |")
     out.append("")
 
     splits = "folds 1-8 train, 9 validation, 10 test" if data.get("source") == "ptbxl" else "the recipe's splits"

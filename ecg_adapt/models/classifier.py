@@ -4,7 +4,9 @@
 features, else the masked mean over frames → dropout → linear: the linear probe) and ``pooling="attention"``
 (a learnable-query attention-pooling head over the frames: the benchmark's attention probe). The loss follows
 ``config.problem_type`` (transformers' names): ``"multi_label_classification"`` uses BCE-with-logits,
-``"single_label_classification"`` uses cross-entropy.
+``"single_label_classification"`` uses cross-entropy, ``"regression"`` (continuous targets, e.g. age) MSE or L1
+(``config.regression_loss``) over the targets that are not NaN, on standardised targets when the config holds
+the training targets' ``target_mean``/``target_std``; the model then outputs values in the target's unit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from transformers.utils import ModelOutput
 
 from .heads import AttentionPoolingHead
 
-_PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
+_PROBLEM_TYPES = ("multi_label_classification", "single_label_classification", "regression")
+_REGRESSION_LOSSES = ("mse", "l1")
 _POOLINGS = ("mean", "attention")
 
 
@@ -39,6 +42,10 @@ class ECGClassifierConfig(PreTrainedConfig):
     classifier_dropout (`float`): dropout before the linear head.
     backbone_layerdrop (`float`): LayerDrop used while fine-tuning (0 keeps every layer, which DDP needs).
     initializer_range (`float`): std of the head's initial weights.
+    regression_loss (`str`): ``"mse"`` or ``"l1"`` (``problem_type="regression"`` only).
+    target_mean, target_std (`list[float]`, *optional*): per target, the training targets' mean and standard
+        deviation (regression): the head is trained on standardised targets and its outputs are mapped back, so
+        ``logits`` are in the target's unit (years for age). ``None``: no standardisation.
     """
 
     model_type = "ecg_classifier"
@@ -50,6 +57,9 @@ class ECGClassifierConfig(PreTrainedConfig):
     classifier_dropout: float | int = 0.1
     backbone_layerdrop: float | int = 0.0
     initializer_range: float = 0.02
+    regression_loss: str = "mse"
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -57,6 +67,12 @@ class ECGClassifierConfig(PreTrainedConfig):
             raise ValueError(f"Unknown pooling {self.pooling!r}; supported: {list(_POOLINGS)}")
         if self.problem_type is not None and self.problem_type not in _PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
+        if self.regression_loss not in _REGRESSION_LOSSES:
+            raise ValueError(f"regression_loss must be one of {_REGRESSION_LOSSES}, got {self.regression_loss!r}")
+        if (self.target_mean is None) != (self.target_std is None):
+            raise ValueError("target_mean and target_std are given together (or neither)")
+        if self.target_std is not None and any(float(s) <= 0 for s in self.target_std):
+            raise ValueError(f"target_std must be positive, got {self.target_std}")
 
 
 @dataclass
@@ -156,6 +172,8 @@ class ECGClassifier(PreTrainedModel):
         """Put a fresh head for ``labels`` on a loaded backbone."""
         if not labels:
             raise ValueError("labels must name at least one class")
+        if problem_type not in _PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {problem_type!r}")
         if problem_type == "single_label_classification" and len(labels) < 2:
             raise ValueError("single-label classification needs at least two classes")
         config = ECGClassifierConfig(
@@ -223,8 +241,42 @@ class ECGClassifier(PreTrainedModel):
         else:
             pooled = self._pool(out, hidden, frame_mask)
             logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
+        loss, logits = head_loss_and_logits(logits, labels, self.config)
         return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled, last_hidden_state=hidden)
+
+
+def regression_loss(outputs: torch.Tensor, targets: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """MSE or L1 over the targets that are not NaN (records without a value are masked, not zero-filled); 0 (with a
+    gradient path) when a batch holds no value at all."""
+    targets = targets.to(outputs.dtype).reshape(outputs.shape)
+    keep = torch.isfinite(targets)
+    err = torch.where(keep, outputs - torch.nan_to_num(targets), torch.zeros_like(outputs))
+    per = err.pow(2) if kind == "mse" else err.abs()
+    return per.sum() / keep.sum().clamp_min(1)
+
+
+def head_loss_and_logits(
+    raw: torch.Tensor, labels: torch.Tensor | None, config: "ECGClassifierConfig"
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The loss of the head's raw output and the logits the model returns.
+
+    Classification: the loss from ``problem_type`` and the raw logits. Regression: the loss on standardised
+    targets (when ``config.target_mean``/``target_std`` are set) and the outputs mapped back to the targets' unit.
+    """
+    if config.problem_type != "regression":
+        return (None if labels is None else classification_loss(raw, labels, config.problem_type)), raw
+    mean = std = None
+    if config.target_mean is not None:
+        mean = torch.tensor(config.target_mean, dtype=raw.dtype, device=raw.device)
+        std = torch.tensor(config.target_std, dtype=raw.dtype, device=raw.device)
+    loss = None
+    if labels is not None:
+        target = labels.to(raw.dtype).reshape(raw.shape)
+        if mean is not None:
+            target = (target - mean) / std
+        loss = regression_loss(raw, target, config.regression_loss)
+    return loss, raw if mean is None else raw * std + mean
+
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
     """Cross-entropy on class indices (``single_label_classification``), else BCE on multi-hot labels."""

@@ -233,7 +233,7 @@ def support_warnings(y_true: np.ndarray, labels: Sequence[str], min_support: int
 
 
 # Scalars of a metrics dict that are counts or settings, not estimates: no interval is drawn for them.
-_NOT_ESTIMATES = {"n_samples", "n_records", "n_subjects"}
+_NOT_ESTIMATES = {"n_samples", "n_records", "n_subjects", "n_missing"}
 
 
 def _scalar_metrics(metrics: Mapping[str, object]) -> dict[str, float | None]:
@@ -243,7 +243,8 @@ def _scalar_metrics(metrics: Mapping[str, object]) -> dict[str, float | None]:
     for k, v in metrics.items():
         if k in _NOT_ESTIMATES or isinstance(v, bool):
             continue
-        if isinstance(v, (int, float, np.floating, np.integer)) or (v is None and k.startswith(("macro_", "micro_"))):
+        if isinstance(v, (int, float, np.floating, np.integer)) or (v is None and k.startswith(("macro_", "micro_"))) or (
+                v is None and k in ("r2", "pearson_r")):
             out[k] = None if v is None else float(v)
     for cls, v in (metrics.get("per_class_auroc") or {}).items():  # type: ignore[union-attr]
         out[f"per_class_auroc/{cls}"] = v

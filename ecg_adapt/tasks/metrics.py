@@ -177,3 +177,74 @@ def confusion_matrix_metrics(cm: np.ndarray, labels: Sequence[str]) -> dict[str,
         "balanced_accuracy": float(np.mean(tp[present] / support[present])) if present.sum() > 1 else None,
         "per_class_f1": {name: float(v) for name, v in zip(labels, per_f1)},
     }
+
+
+# Regression metrics where a smaller value is the better one (model selection and `compare` read this).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"mae", "rmse", "mse", "loss"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better: losses and regression errors (``mae``, ``rmse``,
+    ``per_target_mae/age``, ``eval_loss``); every other metric (AUROC, F1, R², r, kappa) is higher-is-better.
+
+    Example:
+        >>> lower_is_better("mae"), lower_is_better("eval_loss"), lower_is_better("r2")
+        (True, True, False)
+    """
+    name = metric.removeprefix("eval_").split("/", 1)[0].removeprefix("per_target_")
+    return name in LOWER_IS_BETTER or name.endswith("loss")
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, targets: Sequence[str]) -> dict[str, object]:
+    """Metrics of a regression problem with ``targets`` (columns), NaN targets masked.
+
+    A record whose target is NaN (not recorded) is left out of that target's metrics, not of the others';
+    ``n_samples`` counts the records with the (first) target, ``n_missing`` those without. Top-level ``mae``,
+    ``rmse``, ``r2`` (coefficient of determination, as ``sklearn.metrics.r2_score``) and ``pearson_r`` are the
+    means over targets (the one target's values for a single target); ``per_target_<metric>`` holds each
+    target's. ``None`` where undefined (no record with the target; R² and r of a constant truth).
+
+    Computed here with numpy rather than sklearn's per-call-validated functions because test metrics are
+    bootstrapped 1,000 times per run; ``tests/test_regression.py`` checks the values against sklearn/scipy.
+
+    Example:
+        >>> m = regression_metrics(np.array([[50.0], [60.0], [np.nan]]), np.array([[52.0], [57.0], [40.0]]), ["age"])
+        >>> m["mae"], m["n_samples"], m["n_missing"]
+        (2.5, 2, 1)
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.ndim == 1:
+        y_true = y_true[:, None]
+    if y_pred.ndim == 1:
+        y_pred = y_pred[:, None]
+    if y_true.shape != y_pred.shape or y_true.shape[1] != len(targets):
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must both be (samples, {len(targets)} targets)")
+    if not np.isfinite(y_pred).all():
+        raise ValueError("y_pred contains NaN or infinite values")
+    per: dict[str, dict[str, float | None]] = {k: {} for k in ("mae", "rmse", "r2", "pearson_r")}
+    counts = []
+    for c, name in enumerate(targets):
+        keep = np.isfinite(y_true[:, c])
+        t, p = y_true[keep, c], y_pred[keep, c]
+        counts.append(int(keep.sum()))
+        if t.size == 0:
+            for k in per:
+                per[k][name] = None
+            continue
+        err = p - t
+        per["mae"][name] = float(np.abs(err).mean())
+        per["rmse"][name] = float(np.sqrt((err**2).mean()))
+        ss_tot = float(((t - t.mean()) ** 2).sum())
+        per["r2"][name] = None if ss_tot == 0 else float(1.0 - (err**2).sum() / ss_tot)
+        sp = float(np.sqrt(((p - p.mean()) ** 2).sum() * ss_tot))
+        per["pearson_r"][name] = None if sp == 0 else float(((p - p.mean()) * (t - t.mean())).sum() / sp)
+    result: dict[str, object] = {"n_samples": counts[0], "n_missing": int(y_true.shape[0] - counts[0])}
+    for k, values in per.items():
+        defined = [v for v in values.values() if v is not None]
+        result[k] = float(np.mean(defined)) if defined else None
+    if len(targets) > 1:
+        result["n_samples_per_target"] = dict(zip(targets, counts))
+        for k, values in per.items():
+            result[f"per_target_{k}"] = values
+    return result

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from datasets.arrow_writer import ArrowWriter
 from torch import nn
 
 from ..data.cache import DATA_FILE, REPORT_FILE, ECGCache, WindowDataset
-from ..models.classifier import ECGClassifier, ECGClassifierOutput, classification_loss
+from ..models.classifier import ECGClassifier, ECGClassifierOutput, head_loss_and_logits
 from ..progress import Progress
 from ..utils import atomic_folder
 
@@ -245,7 +245,7 @@ class HeadOnly(nn.Module):
         self.dropout = model.dropout
         self.classifier = model.classifier
         self.pooling = model.config.pooling
-        self.problem_type = model.config.problem_type
+        self.config = model.config  # problem type, and a regression head's loss and target scaling
         object.__setattr__(self, "classifier_model", model)  # not a submodule: no duplicate parameter names
 
     def train(self, mode: bool = True) -> "HeadOnly":
@@ -262,7 +262,7 @@ class HeadOnly(nn.Module):
         else:
             pooled = embeddings
             logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else classification_loss(logits, labels, self.problem_type)
+        loss, logits = head_loss_and_logits(logits, labels, self.config)
         return ECGClassifierOutput(loss=loss, logits=logits, pooled=pooled)
 
 
@@ -275,5 +275,123 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in keys if k in batch}
 
 
-__all__ = ["EmbeddingDataset", "HeadOnly", "backbone_fingerprint", "build_embedding_cache", "embedding_cache_key",
-           "embedding_cache_size", "model_inputs"]
+__all__ = ["DEFAULT_C_GRID", "EmbeddingDataset", "HeadOnly", "backbone_fingerprint", "build_embedding_cache",
+           "embedding_cache_key", "embedding_cache_size", "fit_logistic_probe", "logistic_head_weights", "model_inputs"]
+
+
+# ---------------------------------------------------------------------------------------------- logistic regression
+DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# A class constant in the training windows gets this logit (scikit-learn's one-vs-rest predicts exactly 0 or 1 for
+# it; sigmoid(-30) = 9e-14): the folded linear head then reproduces its probabilities to float precision.
+_CONSTANT_LOGIT = 30.0
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, multi_label: bool, c: float, seed: int, max_iter: int) -> Any:
+    """scikit-learn's pipeline for one ``C``: standardised features, then a one-vs-rest logistic regression per class
+    (multi-label) or one multinomial logistic regression (multi-class)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lr = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+    return make_pipeline(StandardScaler(), OneVsRestClassifier(lr) if multi_label else lr).fit(x, y)
+
+
+def logistic_head_weights(pipeline: Any, num_labels: int, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted pipeline as one linear layer on the raw features: ``(weight (labels, features), bias (labels,))``
+    whose sigmoid (multi-label) or softmax (multi-class) equals the pipeline's ``predict_proba``.
+
+    The scaler is folded in (``w / scale``, ``b - w . mean / scale``), so the saved classifier is an ordinary linear
+    head that ``Predictor`` and ``load_adapted`` use as is. A multi-label class constant in training gets a zero
+    weight and a bias of +-30; a multi-class class absent from training gets -30 (probability ~0).
+    """
+    scaler, clf = pipeline[0], pipeline[-1]
+    mean = scaler.mean_ if scaler.with_mean else 0.0
+    scale = scaler.scale_ if scaler.with_std else 1.0
+    d = len(scaler.mean_)
+    w = np.zeros((num_labels, d))
+    b = np.zeros(num_labels)
+    if multi_label:
+        for c, est in enumerate(clf.estimators_):
+            if hasattr(est, "coef_"):
+                w[c], b[c] = est.coef_[0], est.intercept_[0]
+            else:  # sklearn's _ConstantPredictor: the class was all positive or all negative in training
+                b[c] = _CONSTANT_LOGIT if float(np.ravel(est.y_)[0]) > 0.5 else -_CONSTANT_LOGIT
+    else:
+        classes = [int(k) for k in clf.classes_]
+        b[:] = -_CONSTANT_LOGIT
+        if len(classes) == 2:  # binary: p(second) = sigmoid(w x + b) = softmax([0, w x + b])[1]
+            b[classes[0]], w[classes[1]], b[classes[1]] = 0.0, clf.coef_[0], clf.intercept_[0]
+        else:
+            for row, k in enumerate(classes):
+                w[k], b[k] = clf.coef_[row], clf.intercept_[row]
+    w_raw = w / scale
+    return w_raw, b - (w_raw * mean).sum(axis=1)
+
+
+def fit_logistic_probe(
+    train: EmbeddingDataset,
+    validation: EmbeddingDataset,
+    task: Any,
+    metric: str,
+    greater_is_better: bool,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    aggregation: str = "mean",
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
+    """Logistic regression on cached pooled embeddings, ``C`` chosen on validation.
+
+    Each training window is a sample with its record's labels (as the head probe trains). For every ``C`` of
+    ``c_grid`` the pipeline is fitted and scored on the validation records (window probabilities averaged per
+    record, as the trainer evaluates); the best ``metric`` wins (ties: the smaller ``C``, the stronger penalty).
+
+    Returns:
+        ``{"C", "weight", "bias", "history", "pipeline"}``: the chosen ``C``, the pipeline folded into one linear
+        layer (:func:`logistic_head_weights`), one ``{"C", "val_<metric>", ...}`` entry per ``C``, and the fitted
+        scikit-learn pipeline.
+
+    Raises:
+        ValueError: regression tasks, attention-pooled (frame) embeddings, or an empty grid.
+    """
+    from ..tasks.windows import aggregate_windows
+
+    if task.problem_type == "regression":
+        raise ValueError("a logistic-regression probe is for classification tasks; train a regression target with the "
+                         "head probe (training.probe: head)")
+    if train.embeddings.ndim != 2:
+        raise ValueError("a logistic-regression probe needs pooled embeddings (model.pooling: mean), not frames")
+    if not c_grid:
+        raise ValueError("the C grid of the logistic-regression probe is empty")
+    x_train = train.embeddings.numpy().astype(np.float64)
+    y_train = train.labels[train.row_record]
+    if task.multi_label:
+        y_train = y_train.astype(int)
+    x_val = validation.embeddings.numpy().astype(np.float64)
+    present = np.unique(validation.row_record)
+    y_val = validation.labels[present]
+    history: list[dict[str, Any]] = []
+    best: tuple[float, Any] | None = None
+    best_value: float | None = None
+    for c in c_grid:
+        pipe = _fit_logistic(x_train, y_train, task.multi_label, float(c), seed, max_iter)
+        window_probs = pipe.predict_proba(x_val)
+        if not task.multi_label and window_probs.shape[1] != task.num_labels:  # classes absent from training
+            full = np.zeros((len(window_probs), task.num_labels))
+            full[:, [int(k) for k in pipe[-1].classes_]] = window_probs
+            window_probs = full
+        probs = aggregate_windows(window_probs, validation.row_record, method=aggregation,
+                                  n_records=validation.n_records)[present]
+        m = task.metrics(y_val, probs)
+        value = m.get(metric)
+        history.append({"C": float(c), f"val_{metric}": value, "val_" + task.primary_metric: m.get(task.primary_metric)})
+        if value is None or not np.isfinite(value):
+            continue
+        if best_value is None or (value > best_value if greater_is_better else value < best_value):
+            best, best_value = (float(c), pipe), float(value)
+    if best is None:  # the metric was undefined for every C (e.g. a validation split without both outcomes)
+        best = (float(c_grid[0]), _fit_logistic(x_train, y_train, task.multi_label, float(c_grid[0]), seed, max_iter))
+    weight, bias = logistic_head_weights(best[1], task.num_labels, task.multi_label)
+    return {"C": best[0], "weight": weight, "bias": bias, "history": history, "pipeline": best[1],
+            "best_value": best_value}

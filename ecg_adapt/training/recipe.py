@@ -125,9 +125,19 @@ MOVED_KEYS: dict[str, str] = {
 
 @dataclass
 class TaskArgs:
-    """``task:`` — which label scheme of the source."""
+    """``task:`` — which label scheme or target of the source."""
 
     name: str = "superdiagnostic"
+    """A label scheme of the source (``superdiagnostic``, ``rhythm``, ... for PTB-XL; ``scored`` for CinC), or a
+    target: ``age`` (regression, years), ``sex`` (binary: one logit, positive class ``female``); for PTB-XL also
+    any numeric column of ``ptbxl_database.csv`` (``height``, ``weight``), several joined by ``+`` (``age+weight``:
+    one output per target). Records without the target's value are masked out of the loss and the metrics and
+    counted in ``metrics.json`` (regression), or left out of the task and counted (binary)."""
+    regression_loss: Literal["mse", "l1"] | None = None
+    """Loss of a regression target (``null``: ``mse``); an error for a classification task."""
+    standardize_targets: bool | None = None
+    """Regression: train on targets standardised with the training split's mean and std, saved in the model's
+    config so its outputs come back in the target's unit (``null``: true); an error for a classification task."""
 
 
 @dataclass
@@ -162,7 +172,8 @@ class TrainingArgs:
     """A validation metric (``loss``, ``macro_auroc``, ``kappa``, ...; an ``eval_`` prefix is accepted);
     ``null``: the task's primary metric."""
     greater_is_better: bool | None = None
-    """``null``: false for names ending in ``loss``, true otherwise (as transformers)."""
+    """``null``: from the metric: false for losses and regression errors (``loss``, ``mae``, ``rmse``), true
+    otherwise (transformers' rule for ``loss``, extended to the errors that are also lower-is-better)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of ``metric_for_best_model`` (``null``: never)."""
     early_stopping_threshold: float = 0.0
@@ -185,6 +196,16 @@ class TrainingArgs:
     """Frozen-backbone methods encode each window once and train the head on cached embeddings
     (``linear_probe`` without ``data.augmentations``; see :mod:`ecg_adapt.training.embeddings`). Same result as
     re-running the backbone every epoch, many times faster; ``false`` re-encodes every epoch."""
+    probe: Literal["head", "logistic_regression"] = "head"
+    """What learns on a frozen backbone's features: ``head`` (the model's linear or attention head, trained by
+    this loop) or ``logistic_regression`` (scikit-learn ``LogisticRegression`` on the cached pooled embeddings,
+    one-vs-rest for multi-label, standardised features, ``C`` chosen on validation from ``logistic_regression_c``;
+    the fit is folded into the linear head, so the saved model is an ordinary classifier). Needs
+    ``adaptation.method: linear_probe``, ``model.pooling: mean``, ``embedding_cache: true``, no augmentations and a
+    classification task; the epoch/step settings are then unused."""
+    logistic_regression_c: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    """The inverse regularisation strengths tried by ``probe: logistic_regression`` (the best validation
+    ``metric_for_best_model`` wins)."""
 
 
 @dataclass
@@ -290,6 +311,18 @@ class Recipe:
         elif m.context_epochs is not None:
             raise RecipeError("Recipe key 'model.context_epochs' needs model.sequence_model (gru, transformer or none); "
                               "for a window that itself spans the neighbouring epochs use data.source_options.context_epochs")
+        if t.probe == "logistic_regression":
+            checks += [
+                ("adaptation.method", self.adaptation.method, self.adaptation.method == "linear_probe",
+                 "linear_probe with training.probe: logistic_regression"),
+                ("model.pooling", m.pooling, m.pooling == "mean", "mean with training.probe: logistic_regression"),
+                ("training.embedding_cache", t.embedding_cache, t.embedding_cache,
+                 "true with training.probe: logistic_regression (it fits on the cached embeddings)"),
+                ("data.augmentations", d.augmentations, not d.augmentations,
+                 "empty with training.probe: logistic_regression (features are encoded once)"),
+                ("training.logistic_regression_c", t.logistic_regression_c,
+                 bool(t.logistic_regression_c) and all(c > 0 for c in t.logistic_regression_c), "a non-empty list of C > 0"),
+            ]
         for key, value, ok, allowed in checks:
             if not ok:
                 raise RecipeError(f"Recipe key {key!r} must be {allowed}, got {value!r}")

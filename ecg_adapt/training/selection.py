@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..tasks.metrics import lower_is_better
 from ..utils import atomic_folder
 
 BEST_DIR = "best"
@@ -34,7 +35,8 @@ class BestTracker:
 
     Args:
         metric: the metric's name, e.g. ``"macro_auroc"`` or ``"loss"`` (read from the evaluation's metrics).
-        greater_is_better: direction; ``None`` = lower is better for names ending in ``loss``, else higher.
+        greater_is_better: direction; ``None`` = from the metric: lower is better for losses and regression errors
+            (``loss``, ``mae``, ``rmse``: :func:`~ecg_adapt.tasks.metrics.lower_is_better`), higher otherwise.
         patience: stop after this many evaluations without improvement (``None``: never stop early).
         threshold: the least change that counts as an improvement.
 
@@ -57,7 +59,7 @@ class BestTracker:
 
     def __post_init__(self) -> None:
         if self.greater_is_better is None:
-            self.greater_is_better = not self.metric.endswith("loss")
+            self.greater_is_better = not lower_is_better(self.metric)
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"early_stopping_patience must be >= 1, got {self.patience}")
         if self.threshold < 0:

@@ -71,7 +71,7 @@ _LABELS = {
     "data.source": "source",
 }
 # Primary metric of runs whose metrics.json predates the "primary_metric" field (the order `ecg-adapt train` uses).
-_METRIC_FALLBACK = ("macro_auroc", "challenge_score", "macro_f1", "kappa", "accuracy")
+_METRIC_FALLBACK = ("macro_auroc", "challenge_score", "macro_f1", "kappa", "accuracy", "mae")
 
 
 class SweepError(RecipeError):

@@ -15,6 +15,7 @@ One function, :func:`train`, runs a :class:`~ecg_adapt.training.recipe.Recipe`:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -45,13 +46,13 @@ from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
 from ..tasks.subset import stratified_subset
-from ..tasks.task import ClassificationTask
+from ..tasks.task import RegressionTask, Task, per_class_summary
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
-from ..tasks.bootstrap import metric_intervals, support_warnings
+from ..tasks.bootstrap import metric_intervals
 from ..tasks.staging import is_staging_task, staging_intervals, staging_metrics
-from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, model_inputs
+from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, fit_logistic_probe, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
 from .selection import BestTracker, load_best, save_best
 from .recipe import Recipe, RecipeError
@@ -125,18 +126,36 @@ def _open_source(recipe: Recipe) -> LabelledSource:
         raise RecipeError(f"data.source_options for {name!r}: {e}") from e
 
 
-def _select_records(recipe: Recipe) -> tuple[LabelledSource, ClassificationTask, dict[str, list[Any]], Any]:
+def _task_of(source: LabelledSource, recipe: Recipe) -> Task:
+    """The source's task ``task.name``, with the recipe's regression settings (an unknown name is a RecipeError
+    naming ``task.name``; regression keys on a classification task are refused)."""
+    t = recipe.task
+    try:
+        task = source.task(t.name)
+    except ValueError as e:
+        raise RecipeError(f"task.name: {e}") from e
+    if isinstance(task, RegressionTask):
+        return dataclasses.replace(task, loss=t.regression_loss or task.loss,
+                                   standardize=task.standardize if t.standardize_targets is None else t.standardize_targets)
+    for key in ("regression_loss", "standardize_targets"):
+        if getattr(t, key) is not None:
+            raise RecipeError(f"task.{key} is for regression targets, but task {task.name!r} is {task.problem_type}")
+    return task
+
+
+def _select_records(recipe: Recipe) -> tuple[LabelledSource, Task, dict[str, list[Any]], Any]:
     """The source, task, record ids per split (``max_records_per_split``, ``train_fraction`` applied) and label
     sets of a recipe: what the run caches and trains on (``ecg-adapt embed`` encodes the same records)."""
     source = _open_source(recipe)
-    task = source.task(recipe.task.name)
+    task = _task_of(source, recipe)
     split_ids = {s: source.split_ids(task, s) for s in ("train", "validation", "test")}
     if recipe.data.max_records_per_split:
         split_ids = {s: ids[: recipe.data.max_records_per_split] for s, ids in split_ids.items()}
     label_sets = source.label_sets(recipe.task.name)
     if recipe.data.train_fraction < 1.0 and split_ids["train"]:  # label efficiency: validation/test untouched
-        split_ids["train"] = stratified_subset(split_ids["train"], task.encode([label_sets[i] for i in split_ids["train"]]),
-                                               recipe.data.train_fraction, recipe.data.train_fraction_seed)
+        strata = task.stratification_labels(task.encode([label_sets[i] for i in split_ids["train"]]))
+        split_ids["train"] = stratified_subset(split_ids["train"], strata, recipe.data.train_fraction,
+                                               recipe.data.train_fraction_seed)
         logger.info("data.train_fraction %g (seed %d): training on %d records", recipe.data.train_fraction,
                     recipe.data.train_fraction_seed, len(split_ids["train"]))
     for s, ids in split_ids.items():
@@ -170,17 +189,20 @@ def evaluate(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
     dataset: WindowDataset,
-    task: ClassificationTask,
+    task: Task,
     accelerator: Accelerator,
     aggregation: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray, float, list[Any]]:
-    """Record-level probabilities, labels, mean loss and record ids of a split, gathered across ranks (identical
-    on every rank). Records without a cached window (skipped) are left out."""
+    """Record-level probabilities (regression: predicted values), labels, mean loss and record ids of a split,
+    gathered across ranks (identical on every rank). Records without a cached window (skipped) are left out."""
     model.eval()
     probs, owners, losses = [], [], []
     for batch in loader:
         out = model(**model_inputs(batch))
-        p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
+        if task.problem_type == "regression":
+            p = out.logits.float()  # already in the target's unit (the model un-standardises)
+        else:
+            p = torch.sigmoid(out.logits.float()) if task.multi_label else torch.softmax(out.logits.float(), dim=-1)
         p, owner, loss = accelerator.gather_for_metrics((p, batch["record_index"], out.loss.detach().float().reshape(1)))
         probs.append(p.cpu())
         owners.append(owner.cpu())
@@ -394,7 +416,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     model = ECGClassifier.from_backbone(
         backbone, task.labels, problem_type=task.problem_type,
         classifier_dropout=recipe.model.classifier_dropout, backbone_layerdrop=recipe.model.layerdrop,
-        pooling=recipe.model.pooling,
+        pooling=recipe.model.pooling, **task.head_config(datasets["train"].labels),
     )
     if tr.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -488,6 +510,22 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                            tracker.evaluations_without_improvement, _nan(tracker.best_value), tracker.best_step or 0)
         return tracker.should_stop
 
+    logistic = None
+    if tr.probe == "logistic_regression":  # no loop: scikit-learn fits on the cached features, C on validation
+        if task.problem_type == "regression":
+            raise RecipeError("training.probe: logistic_regression is for classification; use probe: head for "
+                              f"the regression task {task.name!r}")
+        logistic = fit_logistic_probe(emb_sets["train"], emb_sets["validation"], task, metric_name,
+                                      bool(tracker.greater_is_better), tr.logistic_regression_c, tr.eval_aggregation, tr.seed)
+        head = _unwrap(accelerator, model).classifier
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(logistic["weight"], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(logistic["bias"], dtype=head.bias.dtype))
+        progress.history = logistic["history"]
+        logger.info("logistic regression probe: C %g chosen on validation (%s %s); grid %s", logistic["C"], metric_name,
+                    logistic["best_value"], tr.logistic_regression_c)
+        done = True
+
     early_stopped = False
     for epoch in range(progress.epoch, num_epochs):
         if done:
@@ -545,6 +583,11 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
 
     # 6. model selection: the best validation evaluation's weights replace the last step's
     selection = _selection_summary(tr, tracker, progress, early_stopped)
+    if logistic is not None:
+        selection = {"selected": "logistic_regression", "metric_for_best_model": metric_name,
+                     "greater_is_better": tracker.greater_is_better, "C": logistic["C"], "best_value": logistic["best_value"],
+                     "c_grid": list(tr.logistic_regression_c),
+                     "reason": f"scikit-learn LogisticRegression, C with the best validation {metric_name}"}
     if selection["selected"] == "best":
         accelerator.wait_for_everyone()
         load_best(_unwrap(accelerator, model), output_dir)
@@ -577,7 +620,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                    "method": "percentile"}
         if staging:
             test_metrics["ci_info"]["n_subjects"] = len(set(test_subjects))
-    warnings_ = support_warnings(test_labels, task.labels)
+    if task.problem_type != "regression":  # one readable entry per class: its name beside its id, AUROC [CI], F1
+        test_metrics["per_class"] = per_class_summary(test_metrics, task.labels, test_labels, task.label_names)
+    warnings_ = task.support_warnings(test_labels)
     if warnings_:
         test_metrics["support_warnings"] = warnings_
         for w in warnings_:
@@ -585,6 +630,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     metrics: dict[str, Any] = {
         "task": task.name,
         "labels": task.labels,
+        "label_names": getattr(task, "label_names", {}),  # SNOMED CT codes -> abbreviations (CinC); {} otherwise
         "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds),
                        **(staging_metrics(val_labels, val_probs, _subjects_of(source, val_ids), task.labels)
                           if staging else {})},
@@ -604,6 +650,12 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
     }
     metrics["primary_metric"] = task.primary_metric  # what a sweep table or `compare` reports by default
+    if task.problem_type == "regression":  # records without a target value: kept, masked, and counted here
+        metrics["data"]["records_without_target"] = {s: {t: int(np.isnan(ds.labels[:, c]).sum()) for c, t in enumerate(task.labels)}
+                                                     for s, ds in datasets.items()}
+        logger.info("records without a target value (masked): %s", metrics["data"]["records_without_target"])
+    if hasattr(source, "target_report") and source.target_report(recipe.task.name):
+        metrics["data"]["target"] = source.target_report(recipe.task.name)
     metrics["data"]["train_subset"] = {"fraction": recipe.data.train_fraction, "seed": recipe.data.train_fraction_seed,
                                        "records": len(split_ids["train"])}
     # Every rank records what it did, so a multi-process run can be checked to have trained on all ranks.
