@@ -42,11 +42,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .tasks.staging import format_staging_report
 
         print("test " + format_staging_report(metrics["test"]).replace("\n", "\n  "))
-    else:
+    else:  # the staging report has its own per-stage F1 and confusion matrix
         print(f"test {primary}: {describe_test_metric(metrics['test'], primary)}")
-    table = per_class_table(metrics)
-    if table:
-        print(table)
+        table = per_class_table(metrics)
+        if table:
+            print(table)
     selection = metrics.get("selection") or {}
     print(f"model: {'step ' + str(selection.get('best_step')) + ' (best validation)' if selection.get('selected') == 'best' else selection.get('reason', 'last step')}")
     return 0

@@ -184,3 +184,10 @@ def test_merging_folds_the_backbone_adapter_and_keeps_the_sequence_model(backbon
     houlsby = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "houlsby_adapter")
     with pytest.raises(UnsupportedAdaptationError, match="cannot be merged"):
         merge_for_deployment(houlsby)
+
+
+def test_a_sequence_model_refuses_a_regression_problem_type() -> None:
+    from ecg_adapt.models.sequence import ECGSequenceClassifierConfig
+
+    with pytest.raises(ValueError, match="problem_type of a sequence model"):
+        ECGSequenceClassifierConfig(problem_type="regression")

@@ -107,8 +107,11 @@ class ECGSequenceClassifierConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        if self.problem_type is not None and self.problem_type not in _PROBLEM_TYPES:
-            raise ValueError(f"problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}")
+        # Regression is a window-classifier problem type only: the sequence model's loss and per-epoch
+        # probability averaging are classification's.
+        allowed = tuple(t for t in _PROBLEM_TYPES if t != "regression")
+        if self.problem_type is not None and self.problem_type not in allowed:
+            raise ValueError(f"problem_type of a sequence model must be one of {allowed}, got {self.problem_type!r}")
         if self.sequence_model not in SEQUENCE_MODELS:
             raise ValueError(f"sequence_model must be one of {SEQUENCE_MODELS}, got {self.sequence_model!r}")
         if self.context < 0:
