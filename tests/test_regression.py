@@ -213,6 +213,12 @@ def test_age_regression_trains_masks_missing_ages_and_saves_a_model_that_predict
     row = {str(r): i for i, r in enumerate(pred.record_ids)}
     for rid, p in zip(ids, outputs):
         assert p.predicted == [] and p.probabilities["age"] == pytest.approx(pred.y_score[row[str(rid)], 0], abs=1e-3)
+    # the card calls it a regression model and leads with the test MAE and its interval, not a macro AUROC
+    from ecg_adapt.hub.card import build_model_card
+
+    card = str(build_model_card(run, repo_id="me/age", base_model=str(backbone_dir), license="other"))
+    assert f"regression model for **{metrics['task']}**" in card and "AUROC" not in card
+    assert f"Test MAE **{test['mae']:.4f}**" in card and "| age |" in card
 
 
 def test_sweep_tables_and_curves_read_a_regression_metric(tmp_path: Path) -> None:

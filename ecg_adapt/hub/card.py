@@ -339,6 +339,8 @@ def build_model_card(
     dataset_name = f"synthetic {source_name}-layout records" if synthetic else source_name
     task_config = task_name.split("/")[-1]
     task_label = f"ECG {'multi-label' if problem_type == 'multi_label_classification' else 'multi-class'} classification ({task_name})"
+    if problem_type == "regression":
+        task_label = f"ECG regression ({task_name})"
     sequence = config if config.get("model_type") == "ecg_sequence_classifier" else None
     if _is_staging(metrics):
         task_label = f"sleep staging from the ECG ({task_name})"
@@ -443,9 +445,20 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     rec_model, rec_ad, rec_tr = recipe.get("model") or {}, recipe.get("adaptation") or {}, recipe.get("training") or {}
 
     staging = _is_staging(metrics)
+    regression = problem_type == "regression"
     headline, headline_name = ("kappa", "Cohen's kappa") if staging else ("macro_auroc", "macro AUROC")
+    if regression:  # the run's own primary metric (MAE by default), lower is better
+        headline = metrics.get("primary_metric") or "mae"
+        headline_name = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "pearson_r": "Pearson r"}.get(headline, headline)
     out: list[str] = [f"# {repo_id.split('/')[-1]}", ""]
-    if sequence is not None:
+    if regression:
+        out += [
+            (f"An ECG regression model for **{task_name}** ({len(labels)} target{'s' if len(labels) > 1 else ''}: "
+             f"{', '.join(labels)}; in the targets' own units), adapted from {_backbone_link(base_model, hub_base)} "
+             f"({family}) with {method_text}, made with `ecg_adapt`."),
+            "",
+        ]
+    elif sequence is not None:
         out += _sequence_summary(sequence, task_name, labels, _backbone_link(base_model, hub_base), family, method_text,
                                  staging)
     else:
@@ -465,11 +478,16 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
         out += [(f"This repository holds only what was trained ({trained}); the backbone weights are loaded from "
                  f"`{base_model}` and are not re-hosted here."), ""]
 
-    outputs = "probabilities for each label" if multi_label else "class probabilities"
+    outputs = ("values of each target" if regression else
+               "probabilities for each label" if multi_label else "class probabilities")
     if sequence is not None:
         use = ("Research on sleep staging from the ECG of a polysomnography (or any long single-lead recording): "
                "benchmarking adaptation methods and reproducing the results below. Outputs are stage probabilities "
                f"for every {_fmt(sequence.get('epoch_seconds'), 0)} s epoch of a night.")
+    elif regression:
+        use = ("Research on estimating quantities from the ECG: benchmarking adaptation methods and reproducing the "
+               "results below. Inputs are resting ECG records read with `wfdb` or any `ECGRecord`; outputs are "
+               f"per-record {outputs}.")
     else:
         use = ("Research on ECG classification: benchmarking adaptation methods, feature extraction, and reproducing "
                f"the results below. Inputs are resting ECG records read with `wfdb` or any `ECGRecord`; outputs are "
@@ -503,7 +521,19 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     # Labels that are codes (SNOMED CT in CinC) get their abbreviation in a column beside them.
     names = {k: v for k, v in (metrics.get("label_names") or {}).items() if v and v != k}
     name_head, name_rule = ("name | ", "---|") if names else ("", "")
-    if multi_label:
+    if regression:
+        out += [
+            "## Targets", "",
+            ("Records without a target value were left out of the loss and the metrics (not imputed); the model "
+             "outputs the targets in their own units (any standardisation is undone by the saved model)."), "",
+            "| target | test MAE | test RMSE | test R² | validation MAE |", "|---|---|---|---|---|",
+        ]
+        for label in labels:
+            def per(split: dict[str, Any], name: str) -> Any:
+                return (split.get(f"per_target_{name}") or {}).get(label, split.get(name) if len(labels) == 1 else None)
+            out.append(f"| {label} | {_fmt(per(test, 'mae'))} | {_fmt(per(test, 'rmse'))} | {_fmt(per(test, 'r2'))} "
+                       f"| {_fmt(per(val, 'mae'))} |")
+    elif multi_label:
         out += [
             "## Labels and thresholds", "",
             "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
