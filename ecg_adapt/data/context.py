@@ -104,7 +104,7 @@ class ContextWindowDataset(torch.utils.data.Dataset):
         usable = np.ones(len(row_pos), dtype=bool) if neighbours == "cache" else row_pos >= 0
         usable_rows = np.flatnonzero(usable)
         rec, idx = parse_unit_ids(cache.row_record_ids[usable_rows], f"cache {cache.path} unit id")
-        window = np.asarray(cache.dataset.data.table.column("window").to_numpy(), dtype=np.int64)[usable_rows]
+        window = np.asarray(cache.row_windows, dtype=np.int64)[usable_rows]
 
         # Slots: window w of unit i of a recording sits at i * W + w (W: most windows per unit in that recording).
         rec_code, rec_names = pd.factorize(pd.Series(rec, dtype=object))
