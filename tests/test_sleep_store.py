@@ -25,7 +25,8 @@ from ecg_adapt.data.sleep import NSRRSleep, SlpDB
 from ecg_adapt.data.store import MARKER, RecordingStore, build_store
 from ecg_adapt.models.hubert_ecg import default_processor_steps
 from ecg_adapt.processing import ECGProcessor
-from ecg_adapt.processing.steps import Normalize
+from ecg_adapt.processing import SignalContract
+from ecg_adapt.processing.steps import Normalize, Resample, Window
 
 F16 = dict(rtol=2**-11, atol=2**-24)  # float16 rounding of a value (relative), and its subnormal spacing
 
@@ -160,6 +161,23 @@ def test_store_gives_the_window_cache_tensors_on_the_slpdb_geometry(tmp_path: Pa
     # every whole epoch is stored once, the unlabelled ones too (slp01a: MT at 5, none at 7), for neighbours and predict
     meta = json.loads(next(p for p in (tmp_path / "store").rglob(MARKER) if "slp01a" in str(p)).read_text())
     assert meta["n_epochs"] == 8 and meta["n_windows"] == 8 * 6
+
+
+def test_padded_windows_keep_their_sample_masks(shhs_nights: Path, tmp_path: Path) -> None:
+    """A 40 s model window holds a 30 s epoch padded at the end: its mask is stored sample by sample."""
+    contract = SignalContract(leads=("I",), sampling_rate=100.0, window_samples=4000)
+    processor = ECGProcessor(contract, [Resample(target_hz=100.0, method="polyphase"), Window(seconds=40.0),
+                                        Normalize(method="zscore", scope="global")])
+    source = NSRRSleep(shhs_nights, cohort="shhs", lead_name="I")
+    ids = [u for r in source.recordings for u in source.epochs_of(r)]
+    windows, store = _caches(source, processor, ids, tmp_path)
+    mask = store.take("attention_mask", np.arange(len(store)))
+    assert (mask[:, 0, :3000] == 1).all() and (mask[:, 0, 3000:] == 0).all()
+    shape = contract.input_shape
+    assert_same_batches(WindowDataset(windows, ids, _labels(ids), shape), WindowDataset(store, ids, _labels(ids), shape),
+                        exact=False)
+    assert_same_batches(ContextWindowDataset(windows, ids, _labels(ids), shape, context=1),
+                        ContextWindowDataset(store, ids, _labels(ids), shape, context=1), exact=False)
 
 
 def test_a_second_build_reuses_stored_recordings_and_a_changed_file_rebuilds_only_its_own(
