@@ -142,36 +142,64 @@ class StoredRecording:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
 
-def _write_recording(folder: Path, windows: list[np.ndarray], masks: list[np.ndarray], epochs: list[int],
-                     window_index: list[int], dtype: np.dtype, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write one recording's windows ``(leads, T)`` compactly into ``folder`` (marker last)."""
-    n_leads, t = windows[0].shape if windows else (0, 0)
-    x = np.stack(windows) if windows else np.zeros((0, 0, 0), np.float32)
-    m = np.stack(masks) if masks else np.zeros((0, 0, 0), np.int8)
-    if dtype == np.float16 and len(x) and np.abs(x).max() > _FLOAT16_MAX:
-        dtype = np.dtype(np.float32)  # would overflow: keep it exact instead
-    # A block is stored when it holds a value that is not zero in the stored dtype. Why not "any value != 0":
-    # a filter run after Flatten (HuBERT-ECG's decimate) rings into the absent leads' blocks with values down to
-    # 1e-40, which float16 rounds to 0 anyway; storing those blocks would store all twelve leads.
-    blocks = np.flatnonzero(np.any(x.astype(dtype) != 0, axis=(0, 2))) if len(x) else np.zeros(0, np.int64)
-    values = x[:, blocks, :]
-    all_one, all_zero = m.all(axis=2), ~m.any(axis=2)
-    codes = np.where(all_one, MASK_ONE, np.where(all_zero, MASK_ZERO, MASK_MIXED)).astype(np.uint8)
-    mixed_at = np.argwhere(codes == MASK_MIXED)
-    mixed_index = np.full(codes.shape, -1, dtype=np.int32)
-    mixed_index[tuple(mixed_at.T)] = np.arange(len(mixed_at), dtype=np.int32)
-    mixed = m[mixed_at[:, 0], mixed_at[:, 1]] if len(mixed_at) else np.zeros((0, t), np.int8)
-    np.save(folder / "values.npy", values.astype(dtype))
-    np.save(folder / "blocks.npy", blocks.astype(np.int64))
-    np.save(folder / "mask_codes.npy", codes)
-    np.save(folder / "mixed_index.npy", mixed_index)
-    np.save(folder / "mixed_masks.npy", mixed.astype(np.int8))
-    np.save(folder / "epochs.npy", np.asarray(epochs, dtype=np.int64))
-    np.save(folder / "windows.npy", np.asarray(window_index, dtype=np.int64))
-    meta = {**meta, "dtype": str(dtype), "n_windows": len(windows), "window_shape": [int(n_leads), int(t)],
-            "stored_blocks": blocks.tolist()}
-    (folder / MARKER).write_text(json.dumps(meta, indent=1, default=str) + "\n")  # the completion marker, last
-    return meta
+class _RecordingWriter:
+    """Collects one recording's windows ``(leads, T)`` and writes them compactly (see the module docstring).
+
+    Masks are reduced to their per-block codes as windows arrive (only padded blocks keep their samples), and the
+    blocks that carry signal are tracked as they arrive, so that a night is held once in memory, in float32.
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.windows: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.mixed: list[np.ndarray] = []
+        self.mixed_at: list[tuple[int, int]] = []
+        self.carries = np.zeros(shape[0], dtype=bool)
+        self.peak = 0.0
+
+    def add(self, x: np.ndarray, m: np.ndarray) -> None:
+        i = len(self.windows)
+        self.windows.append(x)
+        self.peak = max(self.peak, float(np.abs(x).max()) if x.size else 0.0)
+        # A block is stored when it holds a value that is not zero in the stored dtype. Why not "any value != 0":
+        # a filter run after Flatten (HuBERT-ECG's decimate) rings into the absent leads' blocks with values down
+        # to 1e-40, which float16 rounds to 0 anyway; storing those blocks would store all twelve leads.
+        self.carries |= np.any(x.astype(self.dtype) != 0, axis=1)
+        ones, zeros = m.all(axis=1), ~m.any(axis=1)
+        code = np.where(ones, MASK_ONE, np.where(zeros, MASK_ZERO, MASK_MIXED)).astype(np.uint8)
+        for lead in np.flatnonzero(code == MASK_MIXED):
+            self.mixed_at.append((i, int(lead)))
+            self.mixed.append(m[lead].astype(np.int8))
+        self.codes.append(code)
+
+    def write(self, folder: Path, epochs: list[int], window_index: list[int], meta: dict[str, Any]) -> dict[str, Any]:
+        """Write the arrays, then ``meta.json`` (the completion marker) last."""
+        n_leads, t = self.shape
+        dtype = self.dtype
+        if dtype == np.float16 and self.peak > _FLOAT16_MAX:
+            dtype = np.dtype(np.float32)  # would overflow: keep it exact instead
+            self.carries = np.any([np.any(x != 0, axis=1) for x in self.windows], axis=0) if self.windows else self.carries
+        blocks = np.flatnonzero(self.carries)
+        values = np.empty((len(self.windows), len(blocks), t), dtype=dtype)
+        for i, x in enumerate(self.windows):
+            values[i] = x[blocks]
+        codes = np.stack(self.codes) if self.codes else np.zeros((0, n_leads), np.uint8)
+        mixed_index = np.full(codes.shape, -1, dtype=np.int32)
+        for j, (i, lead) in enumerate(self.mixed_at):
+            mixed_index[i, lead] = j
+        mixed = np.stack(self.mixed) if self.mixed else np.zeros((0, t), np.int8)
+        np.save(folder / "values.npy", values)
+        np.save(folder / "blocks.npy", blocks.astype(np.int64))
+        np.save(folder / "mask_codes.npy", codes)
+        np.save(folder / "mixed_index.npy", mixed_index)
+        np.save(folder / "mixed_masks.npy", mixed)
+        np.save(folder / "epochs.npy", np.asarray(epochs, dtype=np.int64))
+        np.save(folder / "windows.npy", np.asarray(window_index, dtype=np.int64))
+        meta = {**meta, "dtype": str(dtype), "n_windows": len(self.windows), "window_shape": [int(n_leads), int(t)],
+                "stored_blocks": blocks.tolist()}
+        (folder / MARKER).write_text(json.dumps(meta, indent=1, default=str) + "\n")  # the completion marker, last
+        return meta
 
 
 def _build_recording(source: Any, record: str, processor: ECGProcessor, quality: QualityThresholds,
@@ -179,13 +207,12 @@ def _build_recording(source: Any, record: str, processor: ECGProcessor, quality:
     """Process every whole epoch of ``record`` and write it to ``final`` atomically; a skip entry if unreadable."""
     rec = source.recordings[record]
     units = [f"{record}/{k}" for k in range(len(rec.stages))]
-    windows: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
+    shape = (processor.contract.n_leads, processor.contract.window_samples)
+    writer = _RecordingWriter(shape, dtype)
     epochs: list[int] = []
     window_index: list[int] = []
     skipped: list[dict[str, str]] = []
     notes: Counter[str] = Counter()
-    shape = (processor.contract.n_leads, processor.contract.window_samples)
     read_errors: list[RecordError] = []
     for uid, item in source.iter_records(units):
         if isinstance(item, RecordError) and item.reason not in ("out_of_range",):
@@ -197,8 +224,7 @@ def _build_recording(source: Any, record: str, processor: ECGProcessor, quality:
         assert out is not None
         k = int(str(uid).rpartition("/")[2])
         for w in range(out.input_values.shape[0]):
-            windows.append(out.input_values[w].reshape(shape))
-            masks.append(out.attention_mask[w].reshape(shape))
+            writer.add(out.input_values[w].reshape(shape), out.attention_mask[w].reshape(shape))
             epochs.append(k)
             window_index.append(w)
     if units and len(read_errors) == len(units):  # the recording itself could not be read: report, do not store
@@ -207,7 +233,7 @@ def _build_recording(source: Any, record: str, processor: ECGProcessor, quality:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        meta = _write_recording(tmp, windows, masks, epochs, window_index, dtype, {
+        meta = writer.write(tmp, epochs, window_index, {
             "format_version": STORE_FORMAT_VERSION, "record": record, "n_epochs": len(units),
             "sampling_rate": float(processor.contract.sampling_rate), "skipped": skipped,
             "processing_notes": dict(notes)})
