@@ -141,6 +141,10 @@ class StoredRecording:
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started with "spawn" pickle the dataset: send paths, and map the files again there.
+        return {**self.__dict__, "_arrays": None}
+
 
 class _RecordingWriter:
     """Collects one recording's windows ``(leads, T)`` and writes them compactly (see the module docstring).
