@@ -20,7 +20,7 @@ from test_sleep_store import beating_ecg
 
 from ecg_adapt import load_backbone
 from ecg_adapt.cli import main
-from ecg_adapt.data import ContextWindowDataset, build_cache
+from ecg_adapt.data import ContextWindowDataset, RecordError, build_cache
 from ecg_adapt.data.sleep import NSRRSleep, stage_labels
 from ecg_adapt.inference import Predictor, SequencePredictor, read_night
 from ecg_adapt.models.sequence import ECGSequenceClassifier
@@ -155,3 +155,22 @@ def test_predict_per_epoch_on_an_slpdb_record_to_json(sequence_model: Path, tmp_
     assert night["ecg_channel"] == "ECG" and night["sampling_rate"] == 250 and len(night["epochs"]) == 8
     assert night["epochs"][1]["clock_time"] == "1989-01-19T23:07:30"  # the header's base date and time
     assert all(abs(sum(e["probabilities"].values()) - 1) < 1e-5 for e in night["epochs"])
+
+
+def test_a_mesa_style_ekg_channel_is_found_and_an_eeg_label_is_refused(tmp_path: Path) -> None:
+    night = read_night(shhs1_edf(tmp_path / "mesa-sleep-0001.edf", ecg_label="EKG"))  # MESA labels its ECG EKG
+    assert night.channel == "EKG" and night.sampling_rate == 125 and night.start.hour == 22
+    with pytest.raises(RecordError, match="not a voltage") as e:  # SaO2 (%) is never read as an ECG
+        read_night(tmp_path / "mesa-sleep-0001.edf", ["SaO2"])
+    assert e.value.reason == "bad_signal"
+
+
+def test_window_classifiers_keep_per_record_prediction_and_refuse_the_epoch_flags(
+        tiny_backbone_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ecg_adapt import ECGClassifier, adapt, load_processor, save_adapted
+
+    clf = ECGClassifier.from_backbone(load_backbone(tiny_backbone_dir), ["W", "sleep"])
+    model = save_adapted(adapt(clf, "linear_probe"), tmp_path / "window", load_processor(tiny_backbone_dir))
+    assert not isinstance(Predictor.from_pretrained(model), SequencePredictor)
+    code, _, err = run_cli(capsys, model, shhs1_edf(tmp_path / "n.edf"), "--hypnogram", tmp_path / "h.png")
+    assert code == 2 and "--hypnogram apply to sequence models" in err and not (tmp_path / "h.png").exists()
