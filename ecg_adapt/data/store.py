@@ -336,6 +336,11 @@ class RecordingStore:
             blocks = np.asarray(r.array("blocks"))
             contiguous = len(blocks) and (np.diff(blocks) == 1).all()
             self._block_range.append((int(blocks[0]), int(blocks[-1]) + 1) if contiguous else None)
+        self._values = [r.array("values") for r in self.recordings]
+        # Every recording stores the same contiguous lead blocks in the same dtype (the usual case): batches are
+        # then gathered into one buffer (see take).
+        layouts = {(rng, v.dtype) for rng, v in zip(self._block_range, self._values)}
+        self._uniform = layouts.pop() if len(layouts) == 1 and None not in self._block_range else None
 
     def take(self, column: str, rows: np.ndarray) -> np.ndarray:
         """Rows of ``input_values`` (float32) or ``attention_mask`` (int8), shape ``(rows, leads, samples)``."""
@@ -356,19 +361,18 @@ class RecordingStore:
                 j, lead = np.nonzero(mixed >= 0)
                 out[sel[j], lead] = self.recordings[r_i].array("mixed_masks")[mixed[j, lead]]
             return out
-        order = np.argsort(rec, kind="stable")
-        bounds = np.flatnonzero(np.diff(rec[order])) + 1
-        groups = np.split(order, bounds)
-        ranges = {self._block_range[int(rec[g[0]])] for g in groups}
-        dtypes = {self.recordings[int(rec[g[0]])].array("values").dtype for g in groups}
-        if len(ranges) == 1 and None not in ranges and len(dtypes) == 1:
-            # The usual case: every recording stores the same lead blocks. Gather the stored blocks of all rows in
-            # the requested order (stored dtype), then convert to float32 once: torch's vectorised half->float
-            # conversion is several times faster than numpy's.
-            (b0, b1), = ranges
-            buf = np.empty((len(rows), b1 - b0, t), dtype=dtypes.pop())
+        if rec.min() == rec.max():
+            groups = [np.arange(len(rows))]
+        else:
+            order = np.argsort(rec, kind="stable")
+            groups = np.split(order, np.flatnonzero(np.diff(rec[order])) + 1)
+        if self._uniform is not None:
+            # Gather the stored blocks of all rows in the requested order (stored dtype), then convert to float32
+            # once: torch's vectorised half->float conversion is several times faster than numpy's.
+            (b0, b1), dtype = self._uniform
+            buf = np.empty((len(rows), b1 - b0, t), dtype=dtype)
             for g in groups:
-                buf[g] = self.recordings[int(rec[g[0]])].array("values")[local[g]]
+                buf[g] = self._values[int(rec[g[0]])][local[g]]
             gathered = buf if buf.dtype == np.float32 else torch.from_numpy(buf).to(torch.float32).numpy()
             if (b0, b1) == (0, n_leads):
                 return gathered
