@@ -163,6 +163,23 @@ def test_store_gives_the_window_cache_tensors_on_the_slpdb_geometry(tmp_path: Pa
     assert meta["n_epochs"] == 8 and meta["n_windows"] == 8 * 6
 
 
+def test_whole_recordings_give_the_unlabelled_neighbours_their_signal(shhs_nights: Path, tiny_backbone_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    source = NSRRSleep(shhs_nights, cohort="shhs", lead_name="II")
+    processor = _processor(tiny_backbone_dir)
+    ids = source.epochs_of("shhs1-200001")  # epoch 8 is a movement epoch: no label, but stored
+    store = build_cache(source, processor, ids, cache_dir=tmp_path, progress=False)
+    shape = processor.contract.input_shape
+    labelled = ContextWindowDataset(store, ids, _labels(ids), shape, context=6)
+    whole = ContextWindowDataset(store.whole_recordings(), ids, _labels(ids), shape, context=6)
+    assert len(whole) == len(labelled) == len(ids) * 6
+    i = int(np.flatnonzero(labelled.record_ids == np.array("shhs1-200001/7", dtype=object))[0] * 6 + 5)
+    a, b = labelled[i], whole[i]  # the last window of epoch 7: its right neighbours are epoch 8's windows
+    assert labelled.record_ids[int(a["record_index"])] == "shhs1-200001/7" and torch.equal(a["labels"], b["labels"])
+    assert not a["attention_mask"][7:].any() and b["attention_mask"][7:].any(-1).all()  # each window has lead II
+    assert torch.equal(a["input_values"][:7], b["input_values"][:7])
+
+
 def test_padded_windows_keep_their_sample_masks(shhs_nights: Path, tmp_path: Path) -> None:
     """A 40 s model window holds a 30 s epoch padded at the end: its mask is stored sample by sample."""
     contract = SignalContract(leads=("I",), sampling_rate=100.0, window_samples=4000)

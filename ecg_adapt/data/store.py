@@ -307,6 +307,16 @@ class RecordingStore:
     def __len__(self) -> int:
         return len(self.row_record_ids)
 
+    def whole_recordings(self) -> RecordingStore:
+        """A view of every stored epoch of the same recordings, labelled or not.
+
+        Give it to :class:`~ecg_adapt.data.context.ContextWindowDataset` (``neighbours="cache"``) to take the
+        neighbours of the labelled epochs from the whole night: an epoch next to a movement or unscored epoch then
+        sees that epoch's signal (as per-epoch prediction does) rather than an absent window.
+        """
+        ids = [f"{r.record}/{k}" for r in self.recordings for k in np.unique(np.asarray(r.array("epochs")))]
+        return RecordingStore(self.path, self.recordings, ids, {**self.report, "n_windows": None, "view": "whole recordings"})
+
     @property
     def row_windows(self) -> np.ndarray:
         """The index of each row's window within its epoch."""
