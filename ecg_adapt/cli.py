@@ -181,11 +181,103 @@ class _RecipeSchemaHelp(argparse.Action):
         parser.exit()
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .hub import from_hub
-    from .inference import find_inputs, read_records
+def _epoch_rows(night) -> list[list[str]]:
+    return [[night.record_id, str(e.epoch), f"{e.start_s:.3f}", e.clock_time or "", e.predicted or "",
+             *(f"{e.probabilities[n]:.6f}" if e.probabilities else "" for n in night.labels), e.error]
+            for e in night.epochs]
 
-    predictor = from_hub(args.model, revision=args.revision, missing_leads=args.missing_leads, aggregation=args.aggregation)
+
+def _predict_nights(predictor, args: argparse.Namespace) -> int:
+    """``predict`` with a sequence model: one row per scoring epoch of every PSG file (EDF or WFDB)."""
+    from collections import Counter
+
+    from .data.record import RecordError
+    from .inference import find_inputs, read_night, write_hypnogram
+
+    try:
+        lead = predictor.resolve_lead(args.lead)
+    except ValueError as e:
+        print(f"ecg-adapt: error: {e}", file=sys.stderr)
+        return 2
+    channels = [c.strip() for c in args.ecg_channel.split(",")] if args.ecg_channel else predictor.ecg_channels
+    inputs = [p for p in find_inputs(args.paths)]
+    nights, bad = [], []
+    for path in inputs:
+        if path.suffix.lower() == ".npy":
+            bad.append(RecordError(path.name, "bad_input", "a sequence model stages PSG files (EDF or WFDB), not .npy arrays"))
+            continue
+        try:
+            night = read_night(path, channels)
+            nights.append(predictor.predict_night(night, lead, batch_size=args.batch_size))
+        except RecordError as e:
+            bad.append(e)
+        except (ValueError, OSError) as e:  # one unreadable night never stops the others
+            bad.append(RecordError(path.stem, "bad_input", str(e)))
+    for e in bad:
+        print(f"skipped {e.record}: {e.reason}: {e.detail}", file=sys.stderr)
+    for night in nights:
+        counts = Counter(e.predicted for e in night.epochs if e.predicted)
+        failed = sum(1 for e in night.epochs if e.error)
+        print(f"{night.record_id}: {len(night.epochs)} epochs of {night.epoch_seconds:g} s, channel {night.ecg_channel} "
+              f"as lead {night.lead} at {night.sampling_rate:g} Hz; predicted "
+              + ", ".join(f"{n} {counts[n]}" for n in night.labels) + (f"; {failed} epoch(s) not processed" if failed else ""),
+              file=sys.stderr)
+    print(f"model input: {predictor.processor.contract.describe()}", file=sys.stderr)
+    labels = predictor.labels
+    header = ["record_id", "epoch", "start_s", "clock_time", "predicted", *labels, "error"]
+    if args.output:
+        from .utils import atomic_write_text
+
+        out = Path(args.output)
+        if out.suffix == ".json":
+            rows = [n.to_dict() for n in nights] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
+                                                     for e in bad]
+            atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
+        else:
+            import io
+
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(header)
+            for night in nights:
+                w.writerows(_epoch_rows(night))
+            for e in bad:
+                w.writerow([e.record, "", "", "", "", *([""] * len(labels)), f"{e.reason}: {e.detail}"])
+            atomic_write_text(out, buf.getvalue())
+        print(f"wrote {sum(len(n.epochs) for n in nights)} epochs of {len(nights)} night(s) ({len(bad)} skipped) to {out}",
+              file=sys.stderr)
+    else:
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        for night in nights:
+            w.writerows(_epoch_rows(night))
+    if args.hypnogram and nights:
+        target = Path(args.hypnogram)
+        for night in nights:
+            path = target if len(nights) == 1 else target.with_name(f"{target.stem}-{night.record_id}{target.suffix or '.png'}")
+            print(f"wrote hypnogram {write_hypnogram(night, path)}", file=sys.stderr)
+    return 0 if nights else 1
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import Predictor, SequencePredictor, find_inputs, find_sequence_model_folder, read_records
+
+    folder = find_sequence_model_folder(args.model) if Path(args.model).exists() else None
+    if folder is not None:  # a sequence model saved with save_pretrained (no adapter folder layout)
+        predictor = Predictor.from_pretrained(folder, missing_leads=args.missing_leads, aggregation=args.aggregation)
+    else:
+        from .hub import from_hub
+
+        predictor = from_hub(args.model, revision=args.revision, missing_leads=args.missing_leads,
+                             aggregation=args.aggregation)
+    if isinstance(predictor, SequencePredictor):
+        return _predict_nights(predictor, args)
+    per_epoch = [flag for flag, v in (("--ecg-channel", args.ecg_channel), ("--lead", args.lead),
+                                      ("--hypnogram", args.hypnogram)) if v]
+    if per_epoch:
+        print(f"ecg-adapt: error: {', '.join(per_epoch)} apply to sequence models (per-epoch staging); {args.model} is a "
+              "window classifier, which predicts per record", file=sys.stderr)
+        return 2
     leads = [x.strip() for x in args.leads.split(",")] if args.leads else None
     inputs = find_inputs(args.paths)
     if not inputs:
@@ -418,12 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_recipes_cp)
 
     r = sub.add_parser("predict", help="predict with a saved model on WFDB / EDF / .npy inputs or folders",
-                       description="Long recordings are cut into the model's windows; window probabilities are "
-                                   "aggregated per record (and listed per window with --per-window).")
+                       description="Window classifiers: long recordings are cut into the model's windows; window "
+                                   "probabilities are aggregated per record (and listed per window with --per-window). "
+                                   "Sequence (sleep staging) models: one row per 30 s epoch of each PSG file (EDF: SHHS, "
+                                   "MESA; WFDB: slpdb) from its ECG channel only, with its neighbours as context "
+                                   "(epoch, start_s, clock_time, predicted, per-stage probabilities).")
     r.add_argument("model", help="hub id (namespace/name), run folder, model folder, or MLflow models:/NAME/VERSION")
     r.add_argument("paths", nargs="+", help="WFDB records (without extension, or the .hea), .edf, .npy, or folders")
     r.add_argument("--revision", default=None, help="branch or commit of a hub model")
-    r.add_argument("--output", "-o", help="write predictions to .csv (one row per record, then per window) or .json")
+    r.add_argument("--output", "-o", help="write predictions to .csv (one row per record, then per window; sequence "
+                                          "models: per epoch) or .json")
     r.add_argument("--missing-leads", choices=["error", "zero", "mask"], default=None,
                    help="how to feed leads the model expects but a record lacks (default: the saved processor's choice)")
     r.add_argument("--aggregation", choices=["mean", "max"], default="mean", help="window-to-record aggregation")
@@ -431,6 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--leads", help="comma-separated lead names of .npy inputs, in row order (e.g. I,II,V1)")
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--per-window", action="store_true", help="also output every window's probabilities")
+    r.add_argument("--ecg-channel", help="sequence models: the PSG channel label(s) holding the ECG, comma-separated "
+                                         "in order of preference (default: the model's saved ecg_channels, else ECG,EKG)")
+    r.add_argument("--lead", help="sequence models: the model lead the ECG channel stands for (default: the model's "
+                                  "saved ecg_lead, or its only lead)")
+    r.add_argument("--hypnogram", help="sequence models: write a hypnogram PNG of the predicted stages here")
     r.set_defaults(func=_cmd_predict)
 
     u = sub.add_parser("push", help="push a training run to the Hugging Face Hub (adapter, head, processor, card)")

@@ -1,4 +1,15 @@
-"""Prediction with a saved model: records in, per-record label probabilities out."""
+"""Prediction with a saved model: records in, per-record label probabilities out; nights in, one row per epoch out.
+
+A window classifier (:class:`Predictor`) predicts per record: its windows' probabilities are aggregated. A
+sequence classifier (:class:`SequencePredictor`, an :class:`~ecg_adapt.models.sequence.ECGSequenceClassifier`
+saved with its processor) stages a whole night per scoring epoch: the ECG channel named in the saved config
+(``ecg_channels``, in order of preference; ``ecg_lead``, the backbone lead it stands for; ``epoch_seconds``) is
+read from a PSG file (EDF: SHHS, MESA; WFDB: slpdb), every whole epoch is processed alone, exactly as the
+training caches process it, and each epoch's windows are seen with their neighbours as
+:class:`~ecg_adapt.data.context.ContextWindowDataset` gives them in training (windows before the first or after
+the last are zeros with ``attention_mask = 0``); the epoch's probabilities are the mean over its windows.
+No other channel (EEG, EOG, EMG ...) is ever given to the model.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +22,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .adaptation.core import load_adapted
-from .data.edf import read_edf
+import datetime as dt
+
+from .adaptation.core import ADAPTATION_CONFIG_NAME, load_adapted
+from .data.context import ContextWindowDataset
+from .data.edf import _mv_scale, read_edf, read_edf_header, read_edf_signal
 from .data.record import ECGRecord, RecordError, read_wfdb
 from .models.classifier import ECGClassifier
+from .models.sequence import ECGSequenceClassifier
+from .utils import atomic_write
 from .processing.processor import ECGProcessor
 from .tasks.windows import aggregate_windows
 from .progress import Progress
@@ -56,14 +72,23 @@ class Predictor:
     """Outputs are values (the model un-standardises them), not logits: no sigmoid, no thresholds."""
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, missing_leads: str | None = None, aggregation: str = "mean") -> "Predictor":
+    def from_pretrained(cls, path: str | os.PathLike, missing_leads: str | None = None,
+                        aggregation: str = "mean") -> "Predictor | SequencePredictor":
+        """The predictor of a saved model: a :class:`SequencePredictor` (per epoch) for a sequence classifier,
+        a :class:`Predictor` (per record) for a window classifier."""
         path = Path(path)
-        model = load_adapted(path)
+        if is_sequence_model_folder(path) and not (path / ADAPTATION_CONFIG_NAME).exists():
+            model = ECGSequenceClassifier.from_pretrained(str(path)).eval()  # saved with save_pretrained
+        else:
+            model = load_adapted(path)
         processor = ECGProcessor.from_pretrained(str(path))
         if missing_leads is not None:
             processor.missing_leads = missing_leads
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        assert isinstance(base, ECGClassifier)
+        if isinstance(base, ECGSequenceClassifier):
+            return SequencePredictor.from_model(model, processor)
+        if not isinstance(base, ECGClassifier):
+            raise TypeError(f"{path} holds a {type(base).__name__}, not an ECGClassifier or ECGSequenceClassifier")
         labels = base.labels
         thresholds = np.full(len(labels), 0.5)
         task_file = path / "task.json"
@@ -219,3 +244,303 @@ def read_records(paths: Sequence[Path], sampling_rate: float | None = None,
         except (ValueError, OSError) as e:  # one unreadable file never stops the others
             bad.append(RecordError(Path(p).name, "bad_input", f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)))
     return ok, bad
+
+
+# ------------------------------------------------------------------------------------------------ per epoch
+SEQUENCE_MODEL_TYPE = "ecg_sequence_classifier"
+DEFAULT_ECG_CHANNELS: tuple[str, ...] = ("ECG", "EKG")
+"""The ECG labels of SHHS (``ECG``), MESA (``EKG``) and slpdb (``ECG``): used when the model records none."""
+
+
+def is_sequence_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a saved :class:`ECGSequenceClassifier` (its ``config.json`` says so)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == SEQUENCE_MODEL_TYPE
+    except (OSError, ValueError):
+        return False
+
+
+def find_sequence_model_folder(path: str | os.PathLike) -> Path | None:
+    """``path`` or ``path/model`` (a run folder) when it holds a sequence classifier, else ``None``."""
+    for folder in (Path(path), Path(path) / "model"):
+        if is_sequence_model_folder(folder):
+            return folder
+    return None
+
+
+@dataclass
+class Night:
+    """The ECG of one PSG recording, read for per-epoch prediction."""
+
+    record_id: str
+    ecg: np.ndarray  # (n_samples,) in mV
+    sampling_rate: float
+    channel: str  # the label of the channel read
+    channels: list[str]  # every channel of the file
+    start: dt.datetime | dt.time | None = None  # when the recording started, if the file says
+
+
+def _edf_start(date: str, time: str) -> dt.datetime | None:
+    """EDF ``dd.mm.yy`` + ``hh.mm.ss`` (years 85-99 are 19xx, others 20xx, as the EDF spec's clipping date says)."""
+    try:
+        d, m, y = (int(x) for x in date.split("."))
+        hh, mm, ss = (int(x) for x in time.split("."))
+        return dt.datetime(1900 + y if y >= 85 else 2000 + y, m, d, hh, mm, ss)
+    except ValueError:
+        return None
+
+
+def _no_ecg(path: Path, channels: Sequence[str], labels: Sequence[str]) -> RecordError:
+    return RecordError(path.stem, "missing_ecg",
+                       f"{path.name} has no ECG channel named {list(channels)}; its channels are {[l.strip() for l in labels]}: "
+                       "name the ECG one with --ecg-channel LABEL (never an EEG/EOG/EMG channel)")
+
+
+def read_night(path: str | os.PathLike, ecg_channels: Sequence[str] = DEFAULT_ECG_CHANNELS) -> Night:
+    """The ECG channel of a PSG file: the first of ``ecg_channels`` (case-insensitive) that the file has.
+
+    EDF files (SHHS, MESA) are read with :mod:`ecg_adapt.data.edf` (wfdb's EDF reader would average the
+    mixed-rate channels of a PSG down to a common rate), WFDB records (slpdb) with wfdb; only that channel.
+
+    Raises:
+        RecordError: ``missing_ecg`` (listing the file's channels), ``bad_signal`` (the ECG's unit is not a
+            voltage), or the reader's errors (missing, truncated or corrupt files).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".edf":
+        header = read_edf_header(path, path.stem)
+        idx = header.find(ecg_channels)
+        if idx is None:
+            raise _no_ecg(path, ecg_channels, header.labels)
+        scale = _mv_scale(header.physical_dimension[idx])
+        if scale is None:
+            raise RecordError(path.stem, "bad_signal", f"{path.name}: channel {header.labels[idx].strip()!r} has unit "
+                              f"{header.physical_dimension[idx]!r}, not a voltage: is it the ECG?")
+        ecg = read_edf_signal(path, idx, header, path.stem) * scale
+        return Night(path.stem, ecg, header.sampling_rate(idx), header.labels[idx].strip(),
+                     [l.strip() for l in header.labels], _edf_start(header.start_date, header.start_time))
+    import wfdb
+
+    record = path.with_suffix("") if path.suffix == ".hea" else path
+    try:
+        header = wfdb.rdheader(str(record))
+    except FileNotFoundError as e:
+        raise RecordError(record.name, "missing_file", str(e)) from e
+    except Exception as e:  # wfdb raises many types for malformed headers
+        raise RecordError(record.name, "corrupt_header", f"{type(e).__name__}: {e}") from e
+    names = [n.strip().lower() for n in header.sig_name or []]
+    idx = next((names.index(c.strip().lower()) for c in ecg_channels if c.strip().lower() in names), None)
+    if idx is None:
+        raise _no_ecg(record, ecg_channels, header.sig_name or [])
+    try:
+        rec = wfdb.rdrecord(str(record), channels=[idx])
+    except Exception as e:
+        raise RecordError(record.name, "unreadable", f"{type(e).__name__}: {e}") from e
+    scale = _mv_scale(rec.units[0] if rec.units else "mV")
+    if scale is None:
+        raise RecordError(record.name, "bad_signal", f"{record.name}: ECG unit {rec.units[0]!r} is not uV, mV or V")
+    start: dt.datetime | dt.time | None = None
+    if header.base_time is not None:
+        start = dt.datetime.combine(header.base_date, header.base_time) if header.base_date else header.base_time
+    return Night(record.name, rec.p_signal[:, 0].astype(np.float64) * scale, float(header.fs), header.sig_name[idx],
+                 list(header.sig_name), start)
+
+
+@dataclass
+class EpochPrediction:
+    """One scoring epoch of a night: its index, start (s from the recording's start, and clock time when the
+    file has a start time), predicted stage and per-stage probabilities (empty with ``error`` when the epoch
+    could not be processed)."""
+
+    epoch: int
+    start_s: float
+    clock_time: str | None
+    predicted: str | None
+    probabilities: dict[str, float]
+    error: str = ""
+
+
+@dataclass
+class NightPrediction:
+    """Every whole epoch of one night, in time order."""
+
+    record_id: str
+    ecg_channel: str
+    lead: str
+    sampling_rate: float
+    epoch_seconds: float
+    start: str | None
+    labels: list[str]
+    epochs: list[EpochPrediction]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["epochs"] = [dict(e.__dict__) for e in self.epochs]
+        return d
+
+
+class _EpochWindows:
+    """A night's processed windows in memory, with the interface :class:`ContextWindowDataset` reads from a
+    cache (``row_record_ids``, ``row_windows``, ``take``), so prediction takes neighbours exactly as training."""
+
+    def __init__(self, ids: list[str], windows: list[int], values: np.ndarray, mask: np.ndarray) -> None:
+        self.path = Path("<memory>")
+        self.row_record_ids = np.asarray(ids, dtype=object)
+        self.row_windows = np.asarray(windows, dtype=np.int64)
+        self._columns = {"input_values": values, "attention_mask": mask}
+
+    def __len__(self) -> int:
+        return len(self.row_record_ids)
+
+    def take(self, column: str, rows: np.ndarray) -> np.ndarray:
+        return self._columns[column][np.asarray(rows)]
+
+
+@dataclass
+class SequencePredictor:
+    """A loaded sequence classifier that stages whole nights, one row per epoch (see the module docstring).
+
+    Example:
+        >>> predictor = Predictor.from_pretrained("runs/shhs/model")                    # doctest: +SKIP
+        >>> night = predictor.predict_night(read_night("shhs1-200001.edf", predictor.ecg_channels))  # doctest: +SKIP
+        >>> night.epochs[0].predicted, night.epochs[0].probabilities                    # doctest: +SKIP
+    """
+
+    model: torch.nn.Module
+    processor: ECGProcessor
+    labels: list[str]
+    multi_label: bool
+    context: int
+    epoch_seconds: float = 30.0
+    ecg_channels: list[str] = field(default_factory=lambda: list(DEFAULT_ECG_CHANNELS))
+    ecg_lead: str | None = None
+    thresholds: np.ndarray | None = None
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, processor: ECGProcessor) -> "SequencePredictor":
+        """Wrap a loaded :class:`ECGSequenceClassifier` (possibly adapted) and its processor; the channel, lead
+        and epoch length come from its config (``ecg_channels``, ``ecg_lead``, ``epoch_seconds``)."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = base.config
+        processor.check_compatible(base.signal_contract)
+        channels = getattr(config, "ecg_channels", None)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        return cls(model=model.eval(), processor=processor, labels=labels,
+                   multi_label=config.problem_type != "single_label_classification", context=int(config.context),
+                   epoch_seconds=float(getattr(config, "epoch_seconds", 30.0) or 30.0),
+                   ecg_channels=list(channels) if channels else list(DEFAULT_ECG_CHANNELS),
+                   ecg_lead=getattr(config, "ecg_lead", None), thresholds=np.full(len(labels), 0.5))
+
+    def resolve_lead(self, lead: str | None = None) -> str:
+        """The backbone lead the ECG channel stands for: ``lead``, else the saved ``ecg_lead``, else the contract's
+        only lead (a 1-lead backbone); a clear error otherwise."""
+        leads = list(self.processor.contract.leads)
+        chosen = lead or self.ecg_lead or (leads[0] if len(leads) == 1 else None)
+        if chosen is None:
+            raise ValueError(f"the model does not record which lead its ECG channel stands for (ecg_lead); pass "
+                             f"--lead, one of the model's leads {leads}")
+        if chosen.lower() not in {x.lower() for x in leads}:
+            raise ValueError(f"lead {chosen!r} is not one of the model's leads {leads}")
+        return chosen
+
+    @torch.no_grad()
+    def predict_night(self, night: Night, lead: str | None = None, batch_size: int = 32) -> NightPrediction:
+        """Predict every whole epoch of ``night`` (a trailing partial epoch is not scored).
+
+        Raises:
+            ValueError: the epoch is not a whole number of samples at the ECG's rate, the recording is shorter
+                than one epoch, or no lead can be named (see :meth:`resolve_lead`).
+        """
+        lead = self.resolve_lead(lead)
+        n = self.epoch_seconds * night.sampling_rate
+        if abs(n - round(n)) > 1e-6:
+            raise ValueError(f"{night.record_id}: a {self.epoch_seconds:g} s epoch is {n} samples at "
+                             f"{night.sampling_rate:g} Hz, not a whole number")
+        e = round(n)
+        n_epochs = len(night.ecg) // e
+        if n_epochs == 0:
+            raise ValueError(f"{night.record_id}: {len(night.ecg) / night.sampling_rate:.1f} s of ECG, shorter than "
+                             f"one {self.epoch_seconds:g} s epoch")
+        shape = self.processor.contract.input_shape
+        ids, windows, values, masks = [], [], [], []
+        errors: dict[int, str] = {}
+        for k in range(n_epochs):
+            uid = f"{night.record_id}/{k}"
+            try:  # each epoch alone, as the caches process a unit (data.cache.process_unit)
+                out = self.processor.process(night.ecg[None, k * e:(k + 1) * e], night.sampling_rate, [lead],
+                                             record_id=uid)
+            except ValueError as err:
+                errors[k] = f"{processing_reason(str(err))}: {err}"
+                continue
+            for w in range(out.input_values.shape[0]):
+                ids.append(uid)
+                windows.append(w)
+                values.append(out.input_values[w].reshape(shape))
+                masks.append(out.attention_mask[w].reshape(shape))
+        scored = [f"{night.record_id}/{k}" for k in range(n_epochs) if k not in errors]
+        probs = np.zeros((len(scored), len(self.labels)))
+        if scored:
+            mem = _EpochWindows(ids, windows, np.stack(values).astype(np.float32), np.stack(masks).astype(np.int8))
+            ds = ContextWindowDataset(mem, scored, np.zeros((len(scored), 1)), shape, context=self.context)
+            window_probs, owner = [], []
+            for i in range(0, len(ds), batch_size):
+                batch = ds.__getitems__(list(range(i, min(i + batch_size, len(ds)))))
+                logits = self.model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits.float()
+                window_probs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
+                owner.append(batch["record_index"])
+            probs = aggregate_windows(torch.cat(window_probs).numpy(), torch.cat(owner).numpy(), "mean",
+                                      n_records=len(scored))
+        by_epoch = {int(u.rpartition("/")[2]): p for u, p in zip(scored, probs)}
+        epochs = []
+        for k in range(n_epochs):
+            start_s = k * self.epoch_seconds
+            clock = _clock(night.start, start_s)
+            if k in errors:
+                epochs.append(EpochPrediction(k, start_s, clock, None, {}, errors[k]))
+                continue
+            p = by_epoch[k]
+            if self.multi_label:
+                predicted = ";".join(n for n, v, t in zip(self.labels, p, self.thresholds) if v >= t)
+            else:
+                predicted = self.labels[int(np.argmax(p))]
+            epochs.append(EpochPrediction(k, start_s, clock, predicted, dict(zip(self.labels, map(float, p)))))
+        start = night.start.isoformat() if night.start is not None else None
+        return NightPrediction(night.record_id, night.channel, lead, night.sampling_rate, self.epoch_seconds, start,
+                               list(self.labels), epochs)
+
+
+def _clock(start: dt.datetime | dt.time | None, seconds: float) -> str | None:
+    """The clock time ``seconds`` after ``start`` (ISO date and time when the date is known)."""
+    if start is None:
+        return None
+    if isinstance(start, dt.datetime):
+        return (start + dt.timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    t = dt.datetime.combine(dt.date(2000, 1, 1), start) + dt.timedelta(seconds=seconds)
+    return t.time().isoformat(timespec="seconds")
+
+
+def write_hypnogram(night: NightPrediction, path: str | os.PathLike) -> Path:
+    """A hypnogram PNG of the predicted stages (hours from the start; the labels top to bottom in the model's
+    order, e.g. W above N1 above ... REM), written atomically. Needs matplotlib (extra ``plots``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    levels = {name: i for i, name in enumerate(night.labels)}
+    hours = np.array([e.start_s for e in night.epochs] + [night.epochs[-1].start_s + night.epoch_seconds]) / 3600
+    y = np.array([levels.get(e.predicted, np.nan) if e.predicted else np.nan for e in night.epochs], dtype=float)
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.step(hours, np.append(y, y[-1:]), where="post", color="black", linewidth=1)
+    ax.set_yticks(range(len(night.labels)), night.labels)
+    ax.set_ylim(len(night.labels) - 0.5, -0.5)
+    ax.set_xlabel("hours from the start" + (f" ({night.start})" if night.start else ""))
+    ax.set_title(f"{night.record_id}: predicted stages per {night.epoch_seconds:g} s epoch ({night.ecg_channel} as {night.lead})")
+    fig.tight_layout()
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)

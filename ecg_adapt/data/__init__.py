@@ -1,4 +1,4 @@
-"""Data sources (real on-disk layouts), records, and the processed-signal cache."""
+"""Data sources (real on-disk layouts), records, the processed-signal cache and the recording store."""
 
 from .apnea import ApneaECG, apnea_record_class, parse_event2_answers, record_level_metrics
 from .base import SOURCES, LabelledSource, SkipReport, open_source, register_source
@@ -11,6 +11,7 @@ from .mitdb import AAMI_CLASSES, MITBIHArrhythmia
 from .ptbxl import PTBXL, PTBXL_SPLITS, PTBXL_TASKS, find_ptbxl_root
 from .edf import EDFHeader, read_edf, read_edf_header, read_edf_signal
 from .record import ECGRecord, RecordError, read_wfdb
+from .store import RecordingStore, build_store
 from .sleep import (
     SLEEP_STAGES,
     STAGE_MERGES,
@@ -58,6 +59,8 @@ __all__ = [
     "read_edf_header",
     "read_edf_signal",
     "ECGCache",
+    "RecordingStore",
+    "build_store",
     "ECGRecord",
     "LabelledSource",
     "PTBXL",

@@ -29,7 +29,7 @@ from datasets import Array2D, Dataset, Features, Value
 from datasets.arrow_writer import ArrowWriter
 
 from ..processing.leads import map_leads
-from ..processing.processor import ECGProcessor
+from ..processing.processor import ECGProcessor, ProcessedRecord
 from ..processing.quality import QualityThresholds
 from ..progress import Progress
 from .record import ECGRecord, RecordError
@@ -115,6 +115,11 @@ class ECGCache:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    @property
+    def row_windows(self) -> np.ndarray:
+        """The index of each row's window within its unit (``int64``, one per row)."""
+        return np.asarray(self.dataset.data.table.column("window").to_numpy(), dtype=np.int64)
+
     def _chunk_views(self, column: str) -> tuple[np.ndarray, list[np.ndarray]]:
         """Zero-copy numpy views of a fixed-shape column, one per Arrow record batch.
 
@@ -159,8 +164,15 @@ def build_cache(
     on_error: Literal["skip", "raise"] = "skip",
     progress: bool = True,
     quality: QualityThresholds | None = None,
+    layout: Literal["auto", "windows", "store"] = "auto",
 ) -> ECGCache:
     """Read, preprocess and store the windows of ``ids`` (or open the cache if it already exists).
+
+    ``layout``: ``"auto"`` (default) stores the 30 s epochs of sleep recordings (a source with ``recordings``
+    and ``context_epochs=0``) in the compact recording store (:func:`ecg_adapt.data.store.build_store`: each
+    epoch once, only the leads that carry signal), every other source as one Arrow row per window;
+    ``"windows"`` always writes the Arrow window cache; ``"store"`` requires the recording store. Both give the
+    same model inputs and the same interface (``row_record_ids``, ``row_windows``, ``take``, ``report``).
 
     Records that cannot be read or processed, or that fail ``quality`` (default :class:`QualityThresholds`:
     records with a flat lead or an all-zero signal), are skipped and listed, with the reason, in
@@ -170,6 +182,17 @@ def build_cache(
         ValueError: no record could be cached; the message counts the records per reason, with an example
             and a hint for each.
     """
+    if layout not in ("auto", "windows", "store"):
+        raise ValueError(f"build_cache layout must be 'auto', 'windows' or 'store', got {layout!r}")
+    if layout != "windows":
+        from .store import build_store, supports_store
+
+        reason = supports_store(source)
+        if reason is None:
+            return build_store(source, processor, ids, cache_dir=cache_dir, on_error=on_error, progress=progress,
+                               quality=quality)  # type: ignore[return-value]  # same interface as ECGCache
+        if layout == "store":
+            raise ValueError(f"{source.name}: the recording store cannot hold it: {reason}")
     quality = quality or QualityThresholds()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cache_key(source, ids, processor, exclude=[root.resolve()], quality=quality)
@@ -199,31 +222,11 @@ def build_cache(
         bar = Progress(len(ids), f"caching {source.name}", "rec", disable=not progress)  # bar on a terminal, lines otherwise
         for rid, rec in source.iter_records(ids):
             bar.update(1)
-            if isinstance(rec, RecordError):
-                if on_error == "raise":
-                    raise rec
-                skipped.append({"record_id": str(rid), "reason": rec.reason, "detail": rec.detail})
-                continue
-            try:
-                out = processor.process(rec.signal, rec.sampling_rate, rec.lead_names, record_id=str(rid))
-            except ValueError as e:
-                if on_error == "raise":
-                    raise
-                skipped.append({"record_id": str(rid), **_processing_problem(rec, contract.leads, e)})
-                continue
-            judged = [i for i, n in enumerate(rec.lead_names) if n not in set(out.report.ignored_leads)]
-            problem = quality.check(rec.signal[judged], [rec.lead_names[i] for i in judged])
+            out, problem = process_unit(processor, quality, rid, rec, on_error, notes)
             if problem is not None:
-                if on_error == "raise":
-                    raise RecordError(str(rid), *problem)
-                skipped.append({"record_id": str(rid), "reason": problem[0], "detail": problem[1]})
+                skipped.append(problem)
                 continue
-            if out.report.missing_leads:
-                notes[f"missing leads {','.join(out.report.missing_leads)} ({out.report.missing_leads_policy})"] += 1
-            if out.report.nan_interpolated:
-                notes["NaN samples interpolated"] += 1
-            if out.report.flat_leads:
-                notes["flat lead(s)"] += 1
+            assert out is not None
             for w in range(out.input_values.shape[0]):
                 writer.write(
                     {
@@ -266,6 +269,45 @@ def build_cache(
     cache = ECGCache(final)
     _log_report(cache.report, final, reused=False)
     return cache
+
+
+def process_unit(
+    processor: ECGProcessor,
+    quality: QualityThresholds,
+    rid: Any,
+    rec: ECGRecord | RecordError,
+    on_error: Literal["skip", "raise"],
+    notes: Counter[str],
+) -> tuple[ProcessedRecord | None, dict[str, str] | None]:
+    """Process one unit the way every cache does: ``(windows, None)``, or ``(None, skip entry)`` for a unit
+    that cannot be read or processed or fails ``quality`` (raised instead under ``on_error="raise"``).
+
+    Shared by :func:`build_cache` and the recording store (:mod:`ecg_adapt.data.store`), so both give the
+    same model inputs for the same unit by construction. Processing notes are counted into ``notes``.
+    """
+    if isinstance(rec, RecordError):
+        if on_error == "raise":
+            raise rec
+        return None, {"record_id": str(rid), "reason": rec.reason, "detail": rec.detail}
+    try:
+        out = processor.process(rec.signal, rec.sampling_rate, rec.lead_names, record_id=str(rid))
+    except ValueError as e:
+        if on_error == "raise":
+            raise
+        return None, {"record_id": str(rid), **_processing_problem(rec, processor.contract.leads, e)}
+    judged = [i for i, n in enumerate(rec.lead_names) if n not in set(out.report.ignored_leads)]
+    problem = quality.check(rec.signal[judged], [rec.lead_names[i] for i in judged])
+    if problem is not None:
+        if on_error == "raise":
+            raise RecordError(str(rid), *problem)
+        return None, {"record_id": str(rid), "reason": problem[0], "detail": problem[1]}
+    if out.report.missing_leads:
+        notes[f"missing leads {','.join(out.report.missing_leads)} ({out.report.missing_leads_policy})"] += 1
+    if out.report.nan_interpolated:
+        notes["NaN samples interpolated"] += 1
+    if out.report.flat_leads:
+        notes["flat lead(s)"] += 1
+    return out, None
 
 
 # What to do about the most common reasons a whole source yields nothing (matched against reason and detail).

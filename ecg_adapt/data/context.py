@@ -57,11 +57,13 @@ class ContextWindowDataset(torch.utils.data.Dataset):
     Items have ``input_values`` and ``attention_mask`` of shape ``(K, *input_shape)`` with ``K = 2*context+1``
     (the item's own window at position ``context``), plus ``labels`` and ``record_index`` of the centre unit, as
     :class:`~ecg_adapt.data.cache.WindowDataset` gives them, so the trainer's aggregation per unit is unchanged.
-    Batches are gathered with :meth:`ECGCache.take` (zero-copy reads of the memory-mapped Arrow buffers, one
-    copy into the batch).
+    Batches are gathered with the cache's ``take`` (one copy into the batch): from the memory-mapped Arrow buffers
+    of an :class:`~ecg_adapt.data.cache.ECGCache`, or from the recording store
+    (:class:`~ecg_adapt.data.store.RecordingStore`, where sleep epochs are kept once and context is cut here, on read).
 
     Args:
-        cache: the built cache holding the units' windows.
+        cache: the built cache holding the units' windows (anything with ``row_record_ids``, ``row_windows`` and
+            ``take``: an ``ECGCache``, a ``RecordingStore``).
         record_ids: the labelled units, ids ``"<record>/<index>"``.
         labels: one label row per id of ``record_ids``.
         input_shape: the contract's input shape of one window.
@@ -78,7 +80,7 @@ class ContextWindowDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        cache: ECGCache,
+        cache: ECGCache | Any,
         record_ids: Sequence[Any],
         labels: np.ndarray,
         input_shape: tuple[int, ...],
@@ -104,7 +106,7 @@ class ContextWindowDataset(torch.utils.data.Dataset):
         usable = np.ones(len(row_pos), dtype=bool) if neighbours == "cache" else row_pos >= 0
         usable_rows = np.flatnonzero(usable)
         rec, idx = parse_unit_ids(cache.row_record_ids[usable_rows], f"cache {cache.path} unit id")
-        window = np.asarray(cache.dataset.data.table.column("window").to_numpy(), dtype=np.int64)[usable_rows]
+        window = np.asarray(cache.row_windows, dtype=np.int64)[usable_rows]
 
         # Slots: window w of unit i of a recording sits at i * W + w (W: most windows per unit in that recording).
         rec_code, rec_names = pd.factorize(pd.Series(rec, dtype=object))

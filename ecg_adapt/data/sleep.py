@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
+from glob import escape as glob_escape
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -518,6 +519,10 @@ class SlpDB(SleepStagingSource):
     def _fingerprint_extra(self) -> dict[str, object]:
         return {"ecg_channel": self.ecg_channels}
 
+    def recording_files(self, record: str) -> list[Path]:
+        """The files one recording is read from (``<record>.*``: header, signals, stages), for the store's key."""
+        return sorted(self.root.glob(f"{glob_escape(record)}.*"))
+
     def _index(self, record: str) -> SleepRecording:
         path = self.root / record
         if not path.with_suffix(".hea").exists():
@@ -688,6 +693,10 @@ class NSRRSleep(SleepStagingSource):
 
     def _fingerprint_extra(self) -> dict[str, object]:
         return {"cohort": self.cohort, "visits": list(self.visits), "ecg_channel": self.ecg_channels}
+
+    def recording_files(self, record: str) -> list[Path]:
+        """The EDF and the NSRR XML of one recording, for the store's key."""
+        return list(self._paths[record])
 
     def subject_of_record(self, record: str) -> str:
         """``shhs1-200001`` and ``shhs2-200001`` → ``200001``; ``mesa-sleep-0001`` → ``0001``."""
