@@ -188,6 +188,29 @@ def test_shhs_recipe_trains_a_lora_sequence_model_that_reloads_to_the_same_predi
     np.testing.assert_allclose(per_epoch, saved.y_score, rtol=0, atol=1e-6)
 
 
+def test_the_trained_run_predicts_every_epoch_of_a_night_edf_as_it_scored_them_in_training(
+    shhs_run: ShhsRun, tmp_path: Path
+) -> None:
+    # recipe -> LoRA sequence model -> `ecg-adapt predict MODEL night.edf`: one row per 30 s epoch, from the
+    # channel the model recorded (no flag needed), with the probabilities the run saved for that night's epochs.
+    saved = load_predictions(shhs_run.run / "predictions" / "test.npz")
+    night = str(saved.record_ids[0]).split("/", 1)[0]
+    edf = next((shhs_run.data / "polysomnography" / "edfs").rglob(f"{night}.edf"))
+    out_csv, png = tmp_path / "night.csv", tmp_path / "night.png"
+    assert main(["predict", str(shhs_run.run / "model"), str(edf), "-o", str(out_csv), "--hypnogram", str(png)]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(out_csv)
+    assert len(rows) == 6 and list(rows["epoch"]) == list(range(6))  # the fixture nights are six whole epochs
+    stages = ["W", "light", "deep", "REM"]
+    probs = rows[stages].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert set(rows["predicted"]) <= set(stages) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scored = {int(str(r).split("/", 1)[1]): i for i, r in enumerate(saved.record_ids) if str(r).startswith(night + "/")}
+    for epoch, i in scored.items():
+        np.testing.assert_allclose(probs[epoch], saved.y_score[i], atol=1e-4)
+
+
 def test_the_sequence_model_is_pushed_with_its_card_and_loads_back_from_the_hub(
     shhs_run: ShhsRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

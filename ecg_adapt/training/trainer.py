@@ -224,7 +224,7 @@ def _subjects_of(source: Any, unit_ids: list[Any]) -> list[str]:
 
 def _windows_per_unit(cache: Any) -> int:
     """The most windows the processor cut from one unit (3 for a 30 s epoch and 10 s windows)."""
-    window = np.asarray(cache.dataset.data.table.column("window").to_numpy(), dtype=np.int64)
+    window = np.asarray(cache.row_windows, dtype=np.int64)  # the window cache and the recording store both say
     return int(window.max()) + 1 if len(window) else 1
 
 
