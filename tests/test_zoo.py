@@ -67,3 +67,21 @@ def test_cli_convert_refuses_an_unknown_width_without_the_head_count(golden: Pat
     # a width the released table does not know, without the head count: a clear error, exit code 2
     assert main(["convert", "--family", "ecg_jepa", str(golden / "ecg_jepa/ecg_jepa_small_random_epoch100.pth"), str(tmp_path / "x")]) == 2
     assert "num_attention_heads" in capsys.readouterr().err
+
+
+def test_cli_models_says_where_each_release_lives_and_its_licence(capsys: pytest.CaptureFixture) -> None:
+    from ecg_adapt.cli import main
+
+    assert main(["models"]) == 0
+    blocks = {b.split()[1]: b for b in capsys.readouterr().out.strip().split("\n\n")}
+    for v in released_variants():
+        block, release = blocks[v["name"]], v.get("release")
+        if release and release.get("repo_id"):  # on the Hub: the repo and the file load_backbone fetches
+            assert f"release: Hugging Face Hub hf.co/{release['repo_id']}: {release['filename']}" in block, block
+        elif release:  # elsewhere: the host, the URL and the file to download, and the overrides of its variant
+            assert f"release: {release['host']} {release['url']} ({release['filename']};" in block, block
+            for key, value in (v.get("convert_kwargs") or {}).items():
+                assert f"--config {key}={value}" in block, block
+        else:
+            assert "release: not released" in block, block
+        assert f"licence: {v['licence']}" in block, block
