@@ -20,7 +20,7 @@ from ecg_adapt.adaptation.modules import AdaptedModel
 from ecg_adapt.models.classifier import ECGClassifier
 
 TRANSFORMERS = ("hubert_ecg", "ecg_fm", "st_mem", "merl_vit", "ecg_jepa")
-CNNS = ("ecgfounder", "merl_resnet", "ecgfm_ked")
+CNNS = ("ecgfounder", "merl_resnet", "ecgfm_ked", "ecg_cpc")  # ecg_cpc: S4 blocks, channels first
 METHODS = {
     "houlsby": {"method": "houlsby_adapter"},
     "pfeiffer": {"method": "pfeiffer_adapter"},
