@@ -440,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", action="append", metavar="KEY=VALUE", default=[],
                    help="set a configuration field the converter cannot read from the tensors, for checkpoints of a "
                         "non-released width (repeatable; values parsed as YAML/JSON: 4, 0.1, true, [2,2,2]), e.g. "
-                        "--config vit_heads=4 --config vit_dim_head=32 (merl) or --config num_attention_heads=4")
+                        "--config vit_heads=4 --config vit_dim_head=32 (merl), --config num_attention_heads=4, "
+                        "--config 'encoder_strides=[4,1,1,1]' (ecg_cpc without hyperparameters) or "
+                        "--config input_contract=benchmark (ecgfm_ked)")
     c.add_argument("--num-attention-heads", type=int, default=None,
                    help="same as --config num_attention_heads=N (families whose config has that field)")
     c.set_defaults(func=_cmd_convert)

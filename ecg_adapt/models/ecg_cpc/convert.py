@@ -23,7 +23,9 @@ layer count, causal or bidirectional (the kernel channels) and ``l_max`` (``2 * 
 dilations, pre/post-norm and dropout are not in the tensors: they are read from the checkpoint's own
 ``hyper_parameters`` (``ts.enc`` and ``ts.pred``, plain data inside the inert omegaconf nodes), or from the YAML
 config the benchmark loads the model through (``config_last_11597276_ckpt.yaml``: pass it as ``config_yaml``, or
-as ``src``, whose ``trainer.pretrained`` names the checkpoint). When both exist they must agree.
+as ``src``, whose ``trainer.pretrained`` names the checkpoint). When both exist they must agree. ``config_overrides``
+(``ecg-adapt convert --config key=value``) set those fields over both; an override of a field the tensors give is
+refused.
 
 Keys: ``ts_encoder.encoder.layers.i.{0,1}`` -> ``encoder.layers.i.{conv,norm}``, ``ts_encoder.predictor.predictor.
 {encoder, s4_layers.i, norms.i}`` -> ``input_projection``, ``blocks.i.s4``, ``blocks.i.norm``;
