@@ -373,7 +373,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     # The family records are torch-free (ecg_adapt/models/<family>/family.py): listing them imports neither torch
     # nor transformers, so this answers in a fraction of a second once the package face is lazy.
-    from .models.registry import FAMILIES, released_variants
+    from .models.registry import FAMILIES, release_location, released_variants
 
     rows = [v for v in released_variants() if not args.family or v["family"] == args.family]
     if args.family and args.family not in FAMILIES:
@@ -385,8 +385,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for v in rows:
         params = v.get("parameters")
         params_s = f"{params / 1e6:.1f}M" if isinstance(params, (int, float)) else str(params)
-        print(f"{v['family']:<12} {v['name']:<28} {params_s:>8}  {v.get('licence', '?')}")
-        print(f"{'':<12} weights: {v.get('weights', '?')}  ({v.get('redistribution', '?')})")
+        print(f"{v['family']:<12} {v['name']:<28} {params_s:>8}")
+        print(f"{'':<12} release: {release_location(v)}")
+        note = f" ({v['licence_note']})" if v.get("licence_note") else ""
+        print(f"{'':<12} licence: {v.get('licence') or 'not stated'}{note}; redistribution: {v.get('redistribution', '?')}")
         print(f"{'':<12} input: {v.get('contract', '?')}\n")
     return 0
 
@@ -566,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", action="append", metavar="KEY=VALUE", default=[],
                    help="set a configuration field the converter cannot read from the tensors, for checkpoints of a "
                         "non-released width (repeatable; values parsed as YAML/JSON: 4, 0.1, true, [2,2,2]), e.g. "
-                        "--config vit_heads=4 --config vit_dim_head=32 (merl) or --config num_attention_heads=4")
+                        "--config vit_heads=4 --config vit_dim_head=32 (merl), --config num_attention_heads=4, "
+                        "--config 'encoder_strides=[4,1,1,1]' (ecg_cpc without hyperparameters) or "
+                        "--config input_contract=benchmark (ecgfm_ked)")
     c.add_argument("--num-attention-heads", type=int, default=None,
                    help="same as --config num_attention_heads=N (families whose config has that field)")
     c.set_defaults(func=_cmd_convert)

@@ -128,7 +128,8 @@ def test_methods_cli_prints_every_method_and_the_family_matrix_with_reasons(caps
 
     assert {key.split("/")[0] for key in matrix} == set(FAMILIES)
     assert set(matrix) <= {key for family in FAMILIES.values() for key in family.variants}
-    assert {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl/resnet", "merl/vit", "ecg_jepa"} <= set(matrix)
+    assert {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl/resnet", "merl/vit", "ecg_jepa", "ecg_cpc",
+            "ecgfm_ked"} <= set(matrix)
     assert all(set(METHODS) <= set(row) for row in matrix.values())
     assert matrix["hubert_ecg"]["houlsby_adapter"] == "ok" and matrix["ecgfounder"]["conv_adapter"] == "ok"
     assert "use conv_adapter" in matrix["ecgfounder"]["prompt_tuning"]

@@ -20,7 +20,7 @@ from ecg_adapt.adaptation.modules import AdaptedModel
 from ecg_adapt.models.classifier import ECGClassifier
 
 TRANSFORMERS = ("hubert_ecg", "ecg_fm", "st_mem", "merl_vit", "ecg_jepa")
-CNNS = ("ecgfounder", "merl_resnet", "ecgfm_ked")
+CNNS = ("ecgfounder", "merl_resnet", "ecgfm_ked", "ecg_cpc")  # ecg_cpc: S4 blocks, channels first
 METHODS = {
     "houlsby": {"method": "houlsby_adapter"},
     "pfeiffer": {"method": "pfeiffer_adapter"},
@@ -213,6 +213,7 @@ def test_merge_and_unload_says_why_the_adapters_cannot_be_folded(
     ("ecgfounder", "houlsby", "use conv_adapter"),
     ("merl_resnet", "pfeiffer", "use conv_adapter"),
     ("merl_resnet", "prompt_deep", "use conv_adapter"),
+    ("ecg_cpc", "prompt_shallow", "ecg_cpc is an S4 state-space model .*: use conv_adapter"),
 ])
 def test_unsupported_pairs_are_refused_before_anything_changes_naming_the_alternative(
     family: str, method: str, alternative: str
@@ -222,6 +223,20 @@ def test_unsupported_pairs_are_refused_before_anything_changes_naming_the_altern
     with pytest.raises(UnsupportedAdaptationError, match=alternative):
         adapt(clf, _config(method))
     assert {n for n, p in clf.named_parameters() if p.requires_grad} == trainable
+
+
+@pytest.mark.parametrize("family", ["ecg_cpc", "ecgfm_ked", "ecgfounder"])
+def test_refusals_describe_the_backbone_as_its_family_record_does(family: str) -> None:
+    from ecg_adapt.models.registry import get_family
+
+    clf = tiny_classifier(family)
+    record = get_family(clf.backbone.config.model_type)
+    what = record.variant(record.key_of(clf.backbone.config)).layout.what
+    with pytest.raises(UnsupportedAdaptationError) as err:
+        adapt(clf, _config("houlsby"))
+    assert f"is {what}: use conv_adapter" in str(err.value)
+    # ECG-CPC's blocks are handled like a CNN's (kind "cnn"), but it is not one, and the message must not say so.
+    assert ("is a CNN" in str(err.value)) == (family != "ecg_cpc")
 
 
 def test_prompt_tuning_refuses_layerdrop_which_could_skip_the_blocks_that_insert_and_remove_prompts() -> None:

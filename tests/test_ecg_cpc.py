@@ -262,3 +262,35 @@ def test_causal_kernels_keep_the_future_out_and_bidirectional_ones_do_not(causal
     # causal: unchanged up to FFT rounding; bidirectional: the backward kernel carries the change back
     assert torch.allclose(a[:, early], b[:, early], atol=1e-5) == causal, (a[:, early] - b[:, early]).abs().max()
     assert not torch.allclose(a[:, 250:], b[:, 250:])
+
+
+# ----------------------------------------------------------------------------------------- convert --config
+def test_convert_cli_config_overrides_set_what_the_tensors_cannot_tell_and_refuse_what_they_do(
+    golden: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ecg_adapt.cli import main
+
+    parts = _golden_parts(golden)
+    torch.save({"state_dict": parts["state_dict"]}, tmp_path / "bare.ckpt")  # no hyper_parameters: strides unknown
+    src, dst = str(tmp_path / "bare.ckpt"), tmp_path / "out"
+    assert main(["convert", "--family", "ecg_cpc", "--config", "encoder_strides=[4, 1, 1, 1]", "--config", "dropout=0.1",
+                 src, str(dst)]) == 0
+    model = ECGCPCModel.from_pretrained(dst)
+    assert model.config.encoder_strides == [4, 1, 1, 1] and model.config.dropout == 0.1
+    # The override wins over the checkpoint's own hyperparameters too (stride 2 in the golden file) ...
+    assert main(["convert", "--family", "ecg_cpc", "--config", "encoder_strides=[4, 1, 1, 1]",
+                 str(_dir(golden) / "last_small_random.ckpt"), str(tmp_path / "own")]) == 0
+    assert ECGCPCModel.from_pretrained(tmp_path / "own").config.encoder_strides == [4, 1, 1, 1]
+    # ... and the tokens follow it: 4x fewer encoder steps than the golden model's stride 2 gives.
+    with torch.no_grad():
+        x = torch.from_numpy(np.load(_dir(golden) / "model_input.npy"))
+        hidden = ECGCPCModel.from_pretrained(tmp_path / "own").eval()(x).last_hidden_state
+    assert hidden.shape[1] == np.load(_dir(golden) / "hidden.npy").shape[1] // 2
+    # A width the tensors give is not overridable; an unknown field is named with the valid ones.
+    capsys.readouterr()
+    assert main(["convert", "--family", "ecg_cpc", "--config", "model_dim=128", src, str(tmp_path / "bad")]) == 2
+    assert "--config model_dim=128: the checkpoint's tensors give model_dim=64" in capsys.readouterr().err
+    assert main(["convert", "--family", "ecg_cpc", "--config", "strides=[4]", src, str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--config strides=..." in err and "encoder_strides" in err
+    assert not (tmp_path / "bad").exists()

@@ -16,6 +16,7 @@ import wfdb
 import yaml
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
+from ecg_adapt.models.registry import FAMILIES as REGISTERED
 from ecg_adapt.training import Recipe, RecipeError, list_recipes, recipes_dir, train
 from ecg_adapt.training.catalogue import copy_recipe, find_recipe, read_info
 
@@ -24,8 +25,11 @@ from test_sleep import R, S1, S2, S3, W, shhs_record, slpdb_record
 from tiny_backbones import TINY_CONFIGS, tiny_backbone
 
 SHIPPED = sorted(recipes_dir().glob("*.yaml"))
-FAMILIES = ("hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa")
-CNN_FAMILIES = ("ecgfounder", "merl")
+# Every discovered family (a new family folder is covered without editing this file); those with a channels-first
+# block layout (CNNs, and ECG-CPC's S4 blocks) also ship a full fine-tuning recipe, the benchmark's strongest setting.
+FAMILIES = tuple(sorted(REGISTERED))
+CNN_FAMILIES = tuple(sorted(name for name, family in REGISTERED.items()
+                            if any(v.layout.kind == "cnn" for v in family.variants.values())))
 TINY_NAME = {"merl": "merl_resnet"}  # the MERL recipes use the ResNet18 encoder
 
 

@@ -14,21 +14,28 @@ from ecg_adapt import read_wfdb
 from ecg_adapt.models import FAMILIES, released_variants
 from ecg_adapt.processing import ECGProcessor, SignalContract
 
-EXPECTED = {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa", "ecgfm_ked"}
+# The eight families of the ICLR 2026 ECG FM benchmark that ecg_adapt ships (a floor: a deleted folder fails here).
+EXPECTED = {"hubert_ecg", "ecg_fm", "ecgfounder", "st_mem", "merl", "ecg_jepa", "ecgfm_ked", "ecg_cpc"}
+# Every family folder on disk (models/<family>/family.py), found without the registry's discovery, so a folder that
+# discovery misses (an import error, a misnamed FAMILY) is caught rather than silently dropped.
+FOLDERS = {p.parent.name for p in (Path(__file__).resolve().parents[1] / "ecg_adapt" / "models").glob("*/family.py")}
 
 
 def test_all_families_are_registered_with_variants() -> None:
-    assert EXPECTED <= set(FAMILIES), sorted(EXPECTED - set(FAMILIES))
+    assert EXPECTED <= FOLDERS, sorted(EXPECTED - FOLDERS)
+    assert FOLDERS == set(FAMILIES), (sorted(FOLDERS - set(FAMILIES)), sorted(set(FAMILIES) - FOLDERS))
     for v in released_variants():
         for key in ("name", "family", "source", "weights", "licence", "redistribution", "parameters", "contract"):
             assert v.get(key) not in (None, ""), (v.get("name"), key)
     for name, fam in FAMILIES.items():
         assert fam.released_variants, name
         assert fam.lora_target_modules and fam.lora_rationale, name
-        assert "allow_pickle" in inspect.signature(fam.convert).parameters, name  # ecg-adapt convert --allow-pickle
+        params = inspect.signature(fam.convert).parameters
+        assert "allow_pickle" in params, name  # ecg-adapt convert --allow-pickle
+        assert "config_overrides" in params, name  # ecg-adapt convert --config key=value (run_converter refuses without)
 
 
-@pytest.mark.parametrize("family", sorted(EXPECTED))
+@pytest.mark.parametrize("family", sorted(FOLDERS))
 def test_family_processor_turns_a_real_record_into_the_contract_shape(family: str, samples: Path, tmp_path: Path) -> None:
     if family not in FAMILIES:
         pytest.skip(f"{family} not registered")
@@ -60,3 +67,21 @@ def test_cli_convert_refuses_an_unknown_width_without_the_head_count(golden: Pat
     # a width the released table does not know, without the head count: a clear error, exit code 2
     assert main(["convert", "--family", "ecg_jepa", str(golden / "ecg_jepa/ecg_jepa_small_random_epoch100.pth"), str(tmp_path / "x")]) == 2
     assert "num_attention_heads" in capsys.readouterr().err
+
+
+def test_cli_models_says_where_each_release_lives_and_its_licence(capsys: pytest.CaptureFixture) -> None:
+    from ecg_adapt.cli import main
+
+    assert main(["models"]) == 0
+    blocks = {b.split()[1]: b for b in capsys.readouterr().out.strip().split("\n\n")}
+    for v in released_variants():
+        block, release = blocks[v["name"]], v.get("release")
+        if release and release.get("repo_id"):  # on the Hub: the repo and the file load_backbone fetches
+            assert f"release: Hugging Face Hub hf.co/{release['repo_id']}: {release['filename']}" in block, block
+        elif release:  # elsewhere: the host, the URL and the file to download, and the overrides of its variant
+            assert f"release: {release['host']} {release['url']} ({release['filename']};" in block, block
+            for key, value in (v.get("convert_kwargs") or {}).items():
+                assert f"--config {key}={value}" in block, block
+        else:
+            assert "release: not released" in block, block
+        assert f"licence: {v['licence']}" in block, block

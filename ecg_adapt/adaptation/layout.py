@@ -43,6 +43,7 @@ class BackboneLayout:
         token_dim: transformers: width of the tokens the blocks exchange (``None`` for CNNs).
         prompt: transformers: how blocks receive tokens and mask (:class:`PromptSpec`; ``None`` for CNNs).
         block_channels: CNNs: the channels each residual block outputs (empty for transformers).
+        description: the architecture in words, from the family record (:attr:`BlockLayout.what`), for messages.
 
     Example:
         >>> layout = backbone_layout(backbone)                                # doctest: +SKIP
@@ -62,6 +63,7 @@ class BackboneLayout:
     token_dim: int | None = None
     prompt: PromptSpec | None = None
     block_channels: list[int] = field(default_factory=list)
+    description: str = ""
 
     @property
     def num_blocks(self) -> int:
@@ -112,7 +114,8 @@ def backbone_layout(backbone: nn.Module) -> BackboneLayout:
     spec = family.variant(key).layout
     where = f"this {key} backbone"
     names, blocks = spec.find_blocks(backbone, where)
-    layout = BackboneLayout(model_type, spec.kind, names, blocks, spec.post_blocks_for(backbone.config))
+    layout = BackboneLayout(model_type, spec.kind, names, blocks, spec.post_blocks_for(backbone.config),
+                            description=spec.what)
     if spec.kind == "transformer":
         for block_name, block in zip(names, blocks):
             layout.attention_outputs.append(spec.sublayer(block, "attention", block_name, where))

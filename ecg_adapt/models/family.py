@@ -78,6 +78,9 @@ class BlockLayout:
         prompt: transformers: how blocks receive tokens and mask (:class:`PromptSpec`).
         channels: CNNs: attribute paths on a block that give its output channels; the first that exists wins
             (``("conv3.out_channels", "conv2.out_channels")`` for bottleneck/basic ResNet blocks).
+        description: what the architecture is, as messages say it ("an S4 state-space model (...)"); empty means
+            the kind's own wording (:attr:`what`). ``kind`` says how adaptation code treats the blocks ("cnn":
+            channels-first residual blocks), which is not always what they are.
     """
 
     kind: BlockKind
@@ -88,6 +91,15 @@ class BlockLayout:
     ffn_output: str | None = None
     prompt: PromptSpec | None = None
     channels: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def what(self) -> str:
+        """The architecture in words for messages: ``description``, else "a transformer" or "a CNN (residual
+        conv blocks)" by ``kind``."""
+        if self.description:
+            return self.description
+        return "a CNN (residual conv blocks)" if self.kind == "cnn" else "a transformer"
 
     def validate(self, where: str) -> None:
         """Raise ``ValueError`` (naming ``where``) if the layout is incomplete for its kind or its regex is invalid."""

@@ -157,6 +157,28 @@ def released_variants() -> list[dict]:
     return [dict(v, family=v.get("family", f.model_type)) for f in FAMILIES.values() for v in f.released_variants]
 
 
+def release_location(variant: Mapping[str, Any]) -> str:
+    """Where a released variant's original weights live, from its ``release`` field, in one line: the hub repo
+    and file (``load_backbone`` fetches those), or the host and URL of a release the Hub does not host (downloaded
+    by hand, then converted); "not released" for an architecture without weights."""
+    release = variant.get("release")
+    if not isinstance(release, Mapping):
+        return "not released (no weights to load)"
+    if release.get("repo_id"):
+        files = [release.get("filename"), *(release.get("also") or [])]
+        where = f"hf.co/{release['repo_id']}: {', '.join(f for f in files if f)}"
+        if release.get("revision"):
+            where += f" @ {release['revision']}"
+        return f"Hugging Face Hub {where} (fetched by load_backbone({variant['name']!r}))"
+    host, url, filename = release.get("host", "?"), release.get("url", "?"), release.get("filename", "?")
+    # A variant that is the file converted a particular way (ECGFM-KED's benchmark contract) names its overrides.
+    overrides = dict(variant.get("convert_kwargs") or {})
+    py = f", config_overrides={overrides!r}" if overrides else ""
+    cli = "".join(f" --config {k}={v}" for k, v in overrides.items())
+    return (f"{host} {url} ({filename}; download it, then load_backbone(path{py}) or "
+            f"ecg-adapt convert --family {variant.get('family', '...')}{cli})")
+
+
 def get_family(model_type: str) -> BackboneFamily:
     """Look a family up by ``model_type`` (the ``--family`` value), with the known ones in the error."""
     try:

@@ -93,8 +93,9 @@ def check_bottleneck(clf: ECGClassifier, config: AdaptationConfig) -> None:
 
 
 def check_conv(clf: ECGClassifier, config: AdaptationConfig) -> None:
-    """Convolutional adapters need a CNN with residual blocks."""
-    layout = require_layout(clf, "cnn", "conv_adapter adds 1x1-conv bottlenecks after the residual blocks of CNN backbones",
+    """Convolutional adapters need channels-first residual blocks (a CNN's, or ECG-CPC's S4 blocks)."""
+    layout = require_layout(clf, "cnn", "conv_adapter adds 1x1-conv bottlenecks after channels-first residual blocks "
+                            "(CNNs, S4 models)",
                             "use houlsby_adapter or pfeiffer_adapter (or prompt_tuning)")
     for c in layout.block_channels:
         bottleneck_width(c, config.adapter_reduction_factor)
@@ -106,7 +107,7 @@ def check_conv(clf: ECGClassifier, config: AdaptationConfig) -> None:
 
 def check_prompt(clf: ECGClassifier, config: AdaptationConfig) -> None:
     """Prompt tuning needs a token sequence (a transformer), every block run (no LayerDrop) and tensor masks."""
-    require_layout(clf, "transformer", "prompt_tuning prepends tokens to a transformer's token sequence (a CNN has none)",
+    require_layout(clf, "transformer", "prompt_tuning prepends tokens to the token sequence of a transformer's blocks",
                    "use conv_adapter")
     check_no_layerdrop(clf)
     impl = str(getattr(clf.backbone.config, "_attn_implementation", None) or "")

@@ -426,7 +426,8 @@ def require_layout(clf: ECGClassifier, kind: Literal["transformer", "cnn"] | Non
     except ValueError as e:
         raise UnsupportedAdaptationError(f"ecg_adapt's adapter methods need the backbone's block layout: {e}") from None
     if kind is not None and layout.kind != kind:
-        this = "a CNN (residual conv blocks)" if layout.kind == "cnn" else "a transformer"
+        # The family record says what the backbone is (an S4 model has kind "cnn" without being a CNN).
+        this = layout.description or ("a CNN (residual conv blocks)" if layout.kind == "cnn" else "a transformer")
         raise UnsupportedAdaptationError(f"{needs}; {family_key(clf.backbone)} is {this}: {instead}")
     return layout
 

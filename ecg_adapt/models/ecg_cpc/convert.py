@@ -23,7 +23,9 @@ layer count, causal or bidirectional (the kernel channels) and ``l_max`` (``2 * 
 dilations, pre/post-norm and dropout are not in the tensors: they are read from the checkpoint's own
 ``hyper_parameters`` (``ts.enc`` and ``ts.pred``, plain data inside the inert omegaconf nodes), or from the YAML
 config the benchmark loads the model through (``config_last_11597276_ckpt.yaml``: pass it as ``config_yaml``, or
-as ``src``, whose ``trainer.pretrained`` names the checkpoint). When both exist they must agree.
+as ``src``, whose ``trainer.pretrained`` names the checkpoint). When both exist they must agree. ``config_overrides``
+(``ecg-adapt convert --config key=value``) set those fields over both; an override of a field the tensors give is
+refused.
 
 Keys: ``ts_encoder.encoder.layers.i.{0,1}`` -> ``encoder.layers.i.{conv,norm}``, ``ts_encoder.predictor.predictor.
 {encoder, s4_layers.i, norms.i}`` -> ``input_projection``, ``blocks.i.s4``, ``blocks.i.norm``;
@@ -325,7 +327,8 @@ def _locate(src: Path, config_yaml: str | os.PathLike | None) -> tuple[Path, Pat
 
 
 def load_original(
-    src: str | os.PathLike, allow_pickle: bool = False, config_yaml: str | os.PathLike | None = None
+    src: str | os.PathLike, allow_pickle: bool = False, config_yaml: str | os.PathLike | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[ECGCPCModel, ConversionReport]:
     """Load an original ECG-CPC checkpoint into :class:`ECGCPCModel` (eval mode).
 
@@ -334,10 +337,14 @@ def load_original(
             ``trainer.pretrained`` names it.
         allow_pickle: read globals outside a Lightning/Hydra checkpoint's classes (as inert objects).
         config_yaml: the Hydra YAML config of the checkpoint (optional; the checkpoint holds its own).
+        config_overrides: :class:`ECGCPCConfig` fields set over every other source (``ecg-adapt convert --config
+            key=value``): what the tensors cannot tell (strides, dilations, ``prenorm``, dropout) for a checkpoint
+            without hyperparameters or trained at a non-released setting.
 
     Raises:
         ValueError: unreadable file, unexpected pickled globals without ``allow_pickle``, hyperparameter sources
-            that disagree, or an architecture this model does not implement.
+            that disagree, an override that contradicts the tensors, or an architecture this model does not
+            implement.
         CheckpointMismatchError: keys or shapes disagree with the architecture (every offending key is listed).
     """
     ckpt_path, yaml_path = _locate(Path(src), config_yaml)
@@ -348,6 +355,7 @@ def load_original(
     state_dict, report = canonicalise_state_dict(raw)
     report.dropped.extend(f"checkpoint[{k!r}]" for k in ckpt if k != "state_dict")
     kwargs = infer_config_kwargs(state_dict)
+    tensor_read = dict(kwargs)
 
     sources: list[tuple[str, dict[str, Any]]] = []
     if ckpt.get("hyper_parameters") is not None:
@@ -363,6 +371,15 @@ def load_original(
             if key in kwargs and kwargs[key] != value:
                 raise ValueError(f"{where}: {key}={value!r} but the checkpoint's tensors give {kwargs[key]!r}")
             kwargs[key] = value
+    for key, value in (config_overrides or {}).items():
+        # Widths, layer counts, causality and l_max are read from the tensors: an override that disagrees could
+        # only end in a shape mismatch, so it is refused with the flag that caused it.
+        if key in tensor_read and tensor_read[key] != value:
+            raise ValueError(f"--config {key}={value!r}: the checkpoint's tensors give {key}={tensor_read[key]!r}; "
+                             "--config sets only what the tensors cannot tell (strides, dilations, prenorm, dropout)")
+        if key in kwargs and kwargs[key] != value:
+            logger.info("%s: --config %s=%r replaces %r", ckpt_path, key, value, kwargs[key])
+        kwargs[key] = value
     if kwargs.get("encoder_dilations") is None:
         kwargs["encoder_dilations"] = [1] * len(kwargs["encoder_features"])
     config = ECGCPCConfig(**kwargs)
@@ -373,14 +390,18 @@ def load_original(
 
 
 def convert_ecg_cpc(
-    src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool = False, config_yaml: str | os.PathLike | None = None
+    src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool = False, config_yaml: str | os.PathLike | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> ConversionReport:
     """Convert an original ECG-CPC checkpoint to ``dst`` (``config.json``, ``model.safetensors``,
-    ``preprocessor_config.json`` with the benchmark's preprocessing).
+    ``preprocessor_config.json`` with the benchmark's preprocessing). ``config_overrides``: see
+    :func:`load_original`.
 
     Example:
         >>> convert_ecg_cpc("ECG-CPC Checkpoint/last_11597276.ckpt", "converted/ecg-cpc")   # doctest: +SKIP
+        >>> convert_ecg_cpc("bare.ckpt", "converted/ecg-cpc-s4", config_overrides={"encoder_strides": [4, 1, 1, 1]})  # doctest: +SKIP
     """
-    model, report = load_original(src, allow_pickle=allow_pickle, config_yaml=config_yaml)
+    model, report = load_original(src, allow_pickle=allow_pickle, config_yaml=config_yaml,
+                                  config_overrides=config_overrides)
     save_converted(model, dst, default_processor_steps())
     return report

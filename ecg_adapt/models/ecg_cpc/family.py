@@ -104,7 +104,9 @@ FAMILY = BackboneFamily(
         "ecg_cpc": ArchitectureVariant(
             # A block is one residual S4 layer with its LayerNorm: x = LN(x + S4(x)), channels first (B, H, L) like
             # a conv block (S4 is a long convolution), so conv adapters and partial fine-tuning work on it.
-            BlockLayout(kind="cnn", block_pattern=r"blocks\.\d+", channels=("out_channels",)),
+            BlockLayout(kind="cnn", block_pattern=r"blocks\.\d+", channels=("out_channels",),
+                        description="an S4 state-space model (residual S4 blocks on channels-first features, "
+                                    "adapted like a CNN's blocks)"),
             DefaultTargets(
                 lora=LORA_TARGET_MODULES,
                 rationale=(

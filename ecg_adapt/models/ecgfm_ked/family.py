@@ -155,7 +155,8 @@ FAMILY = BackboneFamily(
     variants={
         "ecgfm_ked": ArchitectureVariant(
             # stages.{stage}.{block}: residual blocks; ``out_channels`` is set on every block.
-            BlockLayout(kind="cnn", block_pattern=r"stages\.\d+\.\d+", channels=("out_channels",)),
+            BlockLayout(kind="cnn", block_pattern=r"stages\.\d+\.\d+", channels=("out_channels",),
+                        description="a CNN (xresnet1d residual conv blocks)"),
             DefaultTargets(
                 lora=LORA_TARGET_MODULES,
                 rationale=(
