@@ -274,6 +274,29 @@ def test_local_file_named_as_released_is_recognised_and_an_unknown_name_asks_for
         detect_family(tmp_path / "weights.pth")
 
 
+def test_a_cached_lfs_blob_is_keyed_by_its_name_and_other_files_by_their_content(tmp_path: Path) -> None:
+    import hashlib
+
+    from ecg_adapt.models.pretrained import file_sha256
+
+    data = b"weights" * 1000
+    true_sha = hashlib.sha256(data).hexdigest()
+    blobs = tmp_path / "models--org--repo" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / true_sha).write_bytes(data)
+    snapshot = tmp_path / "models--org--repo" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "w.pth").symlink_to(blobs / true_sha)
+    # the LFS blob's name is its sha256: taken as it is (a planted name proves the file was not read)
+    planted = "f" * 64
+    (blobs / planted).write_bytes(data)
+    assert file_sha256(snapshot / "w.pth") == true_sha and file_sha256(blobs / planted) == planted
+    # a git blob (40 hex) or a plain file is hashed
+    (blobs / ("a" * 40)).write_bytes(data)
+    (tmp_path / "w.pth").write_bytes(data)
+    assert file_sha256(blobs / ("a" * 40)) == true_sha == file_sha256(tmp_path / "w.pth")
+
+
 def test_conversion_cache_is_atomic_and_keyed_by_the_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = next((c for c in GOLDEN_CASES if c.id == "merl-vit"), None)
     if case is None or not GOLDEN.exists():

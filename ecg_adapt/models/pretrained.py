@@ -358,8 +358,20 @@ def converter_version(family: BackboneFamily) -> str:
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (release files are up to ~1 GB)."""
+    """sha256 of a file, read in chunks (release files are up to ~1 GB).
+
+    A file in the Hugging Face cache that is an LFS blob (``blobs/<64 hex>``, what every large weight file is) is
+    named by the sha256 of its content, so its name is the answer: loading a cached 1 GB release by name does not
+    re-read it on every call. Git-stored files (40-hex blob ids) and files elsewhere are hashed.
+    """
+    resolved = Path(path).resolve()
+    name = resolved.name
+    if resolved.parent.name == "blobs" and len(name) == 64 and set(name) <= _SHA256_HEX:
+        return name
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
