@@ -127,12 +127,19 @@ class InertObject:
     ``builtins.exec`` or ``os.system`` becomes an inert object instead of running.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
+        # The arguments are kept in __new__, which both pickle opcodes that build an object call: REDUCE
+        # (``cls(*args)``, e.g. an enum member pickled as ``Enum(value)``) and NEWOBJ (``cls.__new__(cls, *args)``).
+        obj = super().__new__(cls)
+        obj.__dict__["_inert_args"] = args
+        return obj
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__["_inert_args"] = args
+        pass
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = {**(state[0] or {}), **state[1]}  # the (dict, slots) form
+        if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
+            state = {**(state[0] or {}), **(state[1] or {})}  # the (dict, slots) form
         if isinstance(state, dict):
             self.__dict__.update(state)
         else:
@@ -179,16 +186,19 @@ def torch_load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False, s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file")
+    allowed_classes = None if allowed_classes is None else tuple(allowed_classes)  # read twice below
     try:
         with torch.serialization.safe_globals(list(safe_globals or [])):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not allow_pickle:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "see the chained error"
+            built = ("those objects" if allowed_classes is None
+                     else f"only {sorted(allowed_classes)} (refusing any other global)")
             raise ValueError(
                 f"{path} holds Python objects besides tensors, so torch.load(weights_only=True) refuses it "
                 f"({first}). Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle), only for a "
-                "file you trust; ecg_adapt then builds those objects as inert attribute bags (no code runs)."
+                f"file you trust; ecg_adapt then builds {built} as inert attribute bags (no code runs)."
             ) from e
     stand_ins = inert_stand_ins(path, allowed_classes)
     logger.warning("Reading %s with allow_pickle=True: %s built as inert attribute bags", path,

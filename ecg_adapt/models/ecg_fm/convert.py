@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +36,15 @@ from torch import nn
 
 from ...processing.contract import STANDARD_12_LEADS, SignalContract
 from ..conversion import (
-    override_flags,
     ConversionReport,
+    InertObject,
     canonical_weight_norm_keys,
     drop_keys,
     load_strict,
     save_converted,
+    override_flags,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import (
     ECG_FM_CONTRACT,
@@ -114,36 +115,6 @@ class ECGFMConversionReport(ConversionReport):
 
 
 # ---------------------------------------------------------------------------------------------- reading files
-class _InertObject:
-    """Stands in for a pickled class that is not importable here (omegaconf, hydra, fairseq): it only records the
-    arguments and state it is given, so that loading it runs no code named by the file."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _InertObject:
-        obj = super().__new__(cls)
-        obj.__dict__["_inert_args"] = args
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
-            state = {**(state[0] or {}), **(state[1] or {})}  # (dict, slots) form
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_inert_state"] = state
-
-
-def _inert_stand_ins(path: Path) -> list[tuple[type, str]]:
-    """One inert class per global that ``weights_only=True`` refuses in ``path`` (``safe_globals`` substitutes)."""
-    out = []
-    for full_name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
-        module, _, name = full_name.rpartition(".")
-        out.append((type(name, (_InertObject,), {"__module__": module, "__qualname__": name}), full_name))
-    return out
-
-
 def _plain(obj: Any) -> Any:
     """Turn inert stand-ins (omegaconf containers and nodes, enums) and Namespaces into plain Python values."""
     if isinstance(obj, dict):
@@ -152,7 +123,7 @@ def _plain(obj: Any) -> Any:
         return [_plain(v) for v in obj]
     if isinstance(obj, argparse.Namespace):
         return {k: _plain(v) for k, v in vars(obj).items()}
-    if isinstance(obj, _InertObject):
+    if isinstance(obj, InertObject):
         d = obj.__dict__
         if "_content" in d:  # omegaconf DictConfig / ListConfig
             return _plain(d["_content"])
@@ -177,23 +148,9 @@ def read_fairseq_checkpoint(path: str | Path, allow_pickle: bool = False) -> dic
     path = Path(path)
     if path.suffix == ".safetensors":
         return {"model": load_file(str(path)), "cfg": None}
-    try:
-        # Legacy fairseq files keep their settings in an argparse.Namespace: a plain attribute bag, safe to build.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} pickles Python objects besides tensors and plain containers (e.g. an omegaconf config), "
-                "which torch.load(weights_only=True) refuses. Reading it needs allow_pickle=True "
-                "(ecg-adapt convert --allow-pickle); ecg_adapt then keeps torch's weights-only unpickler but lets it "
-                "build every unknown global as an inert attribute bag, so no code named by the file runs. Only do this "
-                "for files you trust. "
-                f"(torch said: {str(e).splitlines()[0]})"
-            ) from e
-        # Still torch's weights-only unpickler, with every unknown global replaced by an inert stand-in.
-        with torch.serialization.safe_globals([argparse.Namespace, *_inert_stand_ins(path)]):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    # Legacy fairseq files keep their settings in an argparse.Namespace: a plain attribute bag, safe to build.
+    # Files that pickle other classes (omegaconf configs) need allow_pickle; those are then built inert.
+    obj = torch_load_checkpoint(path, allow_pickle=allow_pickle, safe_globals=[argparse.Namespace])
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         cfg = _plain(obj.get("cfg")) if obj.get("cfg") is not None else None
         if cfg is None and obj.get("args") is not None:  # fairseq checkpoints from before hydra

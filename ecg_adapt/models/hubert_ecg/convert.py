@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,11 +32,10 @@ from ..conversion import (
     canonical_weight_norm_keys,
     override_flags,
     drop_keys,
-    _unreadable,
-    inert_stand_ins,
     load_strict,
     save_converted,
     strip_prefix,
+    torch_load_checkpoint,
 )
 from .configuration import RELEASED_SIZES, HubertECGConfig, default_processor_steps
 from .modeling import HubertECGModel
@@ -111,24 +109,7 @@ def read_legacy_checkpoint(path: str | Path, allow_pickle: bool = False) -> tupl
     :data:`LEGACY_CONFIG_CLASSES` as inert attribute bags; any other global is refused (no code from the
     file runs).
     """
-    path = Path(path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} is a pickle holding Python objects besides tensors (the original HuBERTECGConfig). "
-                "Reading it needs allow_pickle=True (ecg-adapt convert --allow-pickle); ecg_adapt then keeps "
-                f"torch's weights-only unpickler and builds only {list(LEGACY_CONFIG_CLASSES)} as inert attribute "
-                "bags, so no code from the file runs. Only do this for files you trust."
-            ) from e
-        # Still torch's weights-only unpickler; the config classes are stand-ins, anything else is refused.
-        stand_ins = inert_stand_ins(path, allowed=LEGACY_CONFIG_CLASSES)
-        try:
-            with torch.serialization.safe_globals(stand_ins):
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e2:
-            raise _unreadable(path, e2) from e2
+    obj = torch_load_checkpoint(path, allow_pickle=allow_pickle, allowed_classes=LEGACY_CONFIG_CLASSES)
     if isinstance(obj, dict) and "model_state_dict" in obj:
         cfg = obj.get("model_config")
         cfg_dict = None
