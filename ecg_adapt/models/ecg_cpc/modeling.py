@@ -36,6 +36,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..modeling_utils import init_like_torch_defaults
 from .configuration import ECGCPCConfig
 
 
@@ -275,22 +276,9 @@ class ECGCPCPreTrainedModel(PreTrainedModel):
         # them: log_dt ~ U(log dt_min, log dt_max), C ~ complex normal (the original then applies the length
         # correction C (I - dA^l_max), which only reshapes the random start and is skipped here), D ~ N(0, 1).
         # The ``init`` helpers leave tensors loaded from a checkpoint alone.
-        if isinstance(module, (nn.Conv1d, nn.Linear)):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in = module.weight.shape[1] * (module.weight[0, 0].numel() if module.weight.dim() > 2 else 1)
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm1d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, ECGCPCS4Kernel):
+        if init_like_torch_defaults(module):
+            return
+        if isinstance(module, ECGCPCS4Kernel):
             init.uniform_(module.log_dt, math.log(self.config.dt_min), math.log(self.config.dt_max))
             init.normal_(module.C, std=math.sqrt(0.5))  # real and imaginary parts of a standard complex normal
         elif isinstance(module, ECGCPCS4):

@@ -29,9 +29,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-# Per-block gradient checkpointing that leaves BatchNorm running statistics alone in the recomputation; ECGFounder
-# needs the same and defines it once.
-from ..ecgfounder.modeling import _RecomputeKeepingBatchNormStats
+# Per-block gradient checkpointing that leaves BatchNorm running statistics alone in the recomputation (shared
+# with ECGFounder).
+from ..modeling_utils import RecomputeKeepingBatchNormStats
 from .configuration import ECGFMKEDConfig
 
 
@@ -249,7 +249,7 @@ class ECGFMKEDModel(ECGFMKEDPreTrainedModel):
         for stage in self.stages:
             for block in stage:
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    out = self._gradient_checkpointing_func(_RecomputeKeepingBatchNormStats(block), out)
+                    out = self._gradient_checkpointing_func(RecomputeKeepingBatchNormStats(block), out)
                 else:
                     out = block(out)
             states.append(out)

@@ -18,15 +18,12 @@ Network, for input ``(B, C_in, T)``:
 
 Gradient checkpointing (``activation_checkpointing_enable()``, an ecg_adapt addition) recomputes each block in
 the backward pass. The recomputation leaves BatchNorm running statistics alone (see
-:class:`_RecomputeKeepingBatchNormStats`), so gradients, outputs and running statistics are those of the plain
+:class:`~ecg_adapt.models.modeling_utils.RecomputeKeepingBatchNormStats`), so gradients, outputs and running statistics are those of the plain
 forward pass, with ``use_bn`` on or off.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..modeling_utils import RecomputeKeepingBatchNormStats, init_like_torch_defaults
 from .configuration import ECGFounderConfig
 
 
@@ -170,50 +167,6 @@ class ECGFounderBlock(nn.Module):
         return out + identity
 
 
-@contextlib.contextmanager
-def _batch_norm_stats_frozen(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` with its training BatchNorm layers leaving their running statistics as they are.
-
-    The layers still run the same kernel in training mode (batch statistics, running statistics passed in), so
-    the recomputed autograd graph saves the same tensors as the forward pass did, which non-re-entrant
-    checkpointing checks. Only the momentum is 0 meanwhile: ``running = (1 - 0) * running + 0 * batch`` leaves
-    the running mean and variance bit for bit; the batch counter ``num_batches_tracked`` is put back after.
-    (``track_running_stats=False`` would skip the update too, but calls a kernel that saves fewer tensors.)
-    """
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-    saved = [(m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
-    for m in layers:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum, count in saved:
-            m.momentum = momentum
-            if count is not None:
-                m.num_batches_tracked.copy_(count)
-
-
-class _RecomputeKeepingBatchNormStats:
-    """``block`` for ``torch.utils.checkpoint``: the first call is the forward pass; every later call is a
-    recomputation in the backward pass, which must not update the BatchNorm running statistics a second time.
-
-    (Recomputing a block whose BatchNorm trains would otherwise count every batch twice in the running averages.
-    The recomputed output is the same: it normalises the same input with the same batch statistics. Works with
-    re-entrant and non-re-entrant checkpointing alike.)
-    """
-
-    def __init__(self, block: nn.Module) -> None:
-        self.block = block
-        self.calls = 0
-
-    def __call__(self, *args: torch.Tensor | None) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == 1:
-            return self.block(*args)
-        with _batch_norm_stats_frozen(self.block):
-            return self.block(*args)
-
-
 class ECGFounderStage(nn.Module):
     """A stack of blocks at one width (original ``BasicStage``); only ``block_list`` holds weights.
 
@@ -247,7 +200,7 @@ class ECGFounderStage(nn.Module):
             frame_mask = downsample_mask(frame_mask, self.stride)
         for block in self.block_list:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = self._gradient_checkpointing_func(_RecomputeKeepingBatchNormStats(block), x, frame_mask)
+                x = self._gradient_checkpointing_func(RecomputeKeepingBatchNormStats(block), x, frame_mask)
             else:
                 x = block(x, frame_mask)
         return x, frame_mask
@@ -289,18 +242,7 @@ class ECGFounderPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # PyTorch's default init, as the original Net1D was built with (kaiming-uniform a=sqrt(5) weights,
         # uniform(+-1/sqrt(fan_in)) biases); the ``init`` helpers skip tensors already loaded from a checkpoint.
-        if isinstance(module, (nn.Conv1d, nn.Linear)):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in = module.weight.shape[1] * (module.weight[0, 0].numel() if module.weight.dim() > 2 else 1)
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm1d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+        init_like_torch_defaults(module)
 
 
 class ECGFounderModel(ECGFounderPreTrainedModel):

@@ -16,7 +16,6 @@ Forward pass (eval mode), as the original:
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -28,6 +27,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+from ..modeling_utils import init_like_torch_defaults
 from .configuration import RESNET_EXPANSION, MERLConfig
 
 # --------------------------------------------------------------------------------------------------- ResNet-1D
@@ -304,21 +304,9 @@ class MERLModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """The original's initialisation (PyTorch defaults), for ``from_config`` and for weights a file lacks."""
-        if isinstance(module, (nn.Conv1d, nn.Linear)):
-            # nn.Conv1d/nn.Linear.reset_parameters: kaiming-uniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), ..)
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in = module.weight.shape[1] * math.prod(module.weight.shape[2:])
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, MERLModel) and module.config.encoder_type == "vit":
+        if init_like_torch_defaults(module):
+            return
+        if isinstance(module, MERLModel) and module.config.encoder_type == "vit":
             init.normal_(module.pos_embedding, mean=0.0, std=1.0)  # torch.randn in the original
 
     # ---------------------------------------------------------------------------------------------- training
