@@ -7,6 +7,7 @@ left over or missing is listed in the error, never skipped silently.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import pickle
@@ -144,6 +145,29 @@ class InertObject:
             self.__dict__.update(state)
         else:
             self.__dict__["_inert_state"] = state
+
+
+def plain_data(obj: Any) -> Any:
+    """The plain Python data of what a checkpoint pickled as config: inert omegaconf trees (``DictConfig``/
+    ``ListConfig`` contents, value nodes), enum members (pickled as ``Enum(value)``: their value), other inert
+    objects (their public attributes) and ``argparse.Namespace`` become dicts, lists and values, recursively."""
+    if isinstance(obj, Mapping):
+        return {k: plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_data(v) for v in obj]
+    if isinstance(obj, argparse.Namespace):
+        return {k: plain_data(v) for k, v in vars(obj).items()}
+    if isinstance(obj, InertObject):
+        d = obj.__dict__
+        if "_content" in d:  # omegaconf DictConfig / ListConfig
+            return plain_data(d["_content"])
+        if "_val" in d:  # omegaconf value node
+            return plain_data(d["_val"])
+        args = d.get("_inert_args") or ()
+        if len(args) == 1 and len(d) == 1:  # an enum member pickled as Enum(value)
+            return plain_data(args[0])
+        return {k: plain_data(v) for k, v in d.items() if not k.startswith("_")}
+    return obj
 
 
 def inert_stand_ins(path: str | os.PathLike, allowed: Iterable[str] | None = None) -> list[tuple[type, str]]:

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from ..conversion import CheckpointMismatchError, ConversionReport, InertObject, load_strict, save_converted
+from ..conversion import plain_data as plain  # the omegaconf hyperparameters as plain data (public here as ``plain``)
 from .configuration import RELEASED_ARCHITECTURE, ECGCPCConfig, default_processor_steps
 from .modeling import ECGCPCModel
 
@@ -165,23 +166,6 @@ def read_lightning_checkpoint(path: str | os.PathLike, allow_pickle: bool = Fals
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: not a checkpoint dict (found {type(obj).__name__})")
     return dict(obj)
-
-
-def plain(obj: Any) -> Any:
-    """The plain Python data of an inert omegaconf node tree (``DictConfig``/``ListConfig``/value nodes), else the
-    object itself (mappings and lists converted recursively)."""
-    if isinstance(obj, InertObject):
-        d = obj.__dict__
-        if "_content" in d:  # DictConfig / ListConfig
-            return plain(d["_content"])
-        if "_val" in d:  # value nodes
-            return plain(d["_val"])
-        return obj
-    if isinstance(obj, Mapping):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
 
 
 # Hydra keys -> ECGCPCConfig fields that tensors cannot tell.

@@ -37,12 +37,12 @@ from torch import nn
 from ...processing.contract import STANDARD_12_LEADS, SignalContract
 from ..conversion import (
     ConversionReport,
-    InertObject,
     canonical_weight_norm_keys,
     drop_keys,
     load_strict,
     save_converted,
     override_flags,
+    plain_data,
     strip_prefix,
     torch_load_checkpoint,
 )
@@ -115,27 +115,6 @@ class ECGFMConversionReport(ConversionReport):
 
 
 # ---------------------------------------------------------------------------------------------- reading files
-def _plain(obj: Any) -> Any:
-    """Turn inert stand-ins (omegaconf containers and nodes, enums) and Namespaces into plain Python values."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, argparse.Namespace):
-        return {k: _plain(v) for k, v in vars(obj).items()}
-    if isinstance(obj, InertObject):
-        d = obj.__dict__
-        if "_content" in d:  # omegaconf DictConfig / ListConfig
-            return _plain(d["_content"])
-        if "_val" in d:  # omegaconf value node
-            return _plain(d["_val"])
-        args = d.get("_inert_args") or ()
-        if len(args) == 1 and len(d) == 1:  # an enum member pickled as Enum(value)
-            return _plain(args[0])
-        return {k: _plain(v) for k, v in d.items() if not k.startswith("_")}
-    return obj
-
-
 def read_fairseq_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict[str, Any]:
     """Read a fairseq(-signals) checkpoint: ``{'model': state_dict, 'cfg': dict | None}`` (cfg as plain dicts).
 
@@ -152,9 +131,9 @@ def read_fairseq_checkpoint(path: str | Path, allow_pickle: bool = False) -> dic
     # Files that pickle other classes (omegaconf configs) need allow_pickle; those are then built inert.
     obj = torch_load_checkpoint(path, allow_pickle=allow_pickle, safe_globals=[argparse.Namespace])
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        cfg = _plain(obj.get("cfg")) if obj.get("cfg") is not None else None
+        cfg = plain_data(obj.get("cfg")) if obj.get("cfg") is not None else None
         if cfg is None and obj.get("args") is not None:  # fairseq checkpoints from before hydra
-            cfg = {"model": _plain(obj["args"])}
+            cfg = {"model": plain_data(obj["args"])}
         return {"model": dict(obj["model"]), "cfg": cfg}
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return {"model": dict(obj), "cfg": None}
