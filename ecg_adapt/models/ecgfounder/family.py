@@ -7,6 +7,7 @@ configuration, model, converter and processor steps are named by dotted path and
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ...processing.contract import STANDARD_12_LEADS, SignalContract
@@ -32,16 +33,7 @@ ECGFOUNDER_CONTRACT = SignalContract(
 )
 
 # The 1-lead release reads lead I only (dataset.py LVEF_1lead_*: new_leads = ['I']); its z-score is over that lead.
-ECGFOUNDER_1LEAD_CONTRACT = SignalContract(
-    leads=("I",),
-    sampling_rate=500.0,
-    window_samples=5000,
-    layout="channels_first",
-    units="mV",
-    filtering=_FILTERING,
-    normalization=_NORMALIZATION,
-    source=_SOURCE,
-)
+ECGFOUNDER_1LEAD_CONTRACT = dataclasses.replace(ECGFOUNDER_CONTRACT, leads=("I",))
 
 
 def contract_for_in_channels(in_channels: int) -> SignalContract:
