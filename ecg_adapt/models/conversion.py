@@ -86,6 +86,13 @@ def drop_keys(state_dict: Mapping[str, torch.Tensor], patterns: Iterable[str], r
     return out
 
 
+def key_indices(keys: Iterable[str], pattern: str) -> list[int]:
+    """The sorted distinct integers that ``pattern``'s first group matches at the start of ``keys`` (layer, block
+    or stage numbers of a state dict: ``key_indices(sd, r"encoder\.layers\.(\d+)\.")``)."""
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
+
+
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
     """Load ``state_dict`` into ``model``; raise :class:`CheckpointMismatchError` listing every mismatch."""
     expected = model.state_dict()

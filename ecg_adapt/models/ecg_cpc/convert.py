@@ -49,7 +49,14 @@ from typing import Any
 
 import torch
 
-from ..conversion import CheckpointMismatchError, ConversionReport, InertObject, load_strict, save_converted
+from ..conversion import (
+    CheckpointMismatchError,
+    ConversionReport,
+    InertObject,
+    key_indices,
+    load_strict,
+    save_converted,
+)
 from ..conversion import plain_data as plain  # the omegaconf hyperparameters as plain data (public here as ``plain``)
 from .configuration import RELEASED_ARCHITECTURE, ECGCPCConfig, default_processor_steps
 from .modeling import ECGCPCModel
@@ -210,10 +217,6 @@ def hparams_kwargs(hparams: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def _indices(keys: Any, pattern: str) -> list[int]:
-    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
-
-
 def canonicalise_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Map the checkpoint's keys onto :class:`ECGCPCModel`'s (see the module docstring); tensors are made
     contiguous (the expanded S4 buffers) and the CPC head is dropped."""
@@ -250,8 +253,8 @@ def canonicalise_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dic
 
 def infer_config_kwargs(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The architecture that tensor shapes tell (``sd`` canonicalised)."""
-    layers = _indices(sd, r"encoder\.layers\.(\d+)\.conv\.weight")
-    blocks = _indices(sd, r"blocks\.(\d+)\.s4\.kernel\.C")
+    layers = key_indices(sd, r"encoder\.layers\.(\d+)\.conv\.weight")
+    blocks = key_indices(sd, r"blocks\.(\d+)\.s4\.kernel\.C")
     if not layers or not blocks or layers != list(range(len(layers))) or blocks != list(range(len(blocks))):
         raise CheckpointMismatchError(
             "Not an ECG-CPC state dict: expected ts_encoder.encoder.layers.i.0.weight and "

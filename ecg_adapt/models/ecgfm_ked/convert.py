@@ -44,7 +44,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..conversion import CheckpointMismatchError, ConversionReport, load_strict, save_converted, torch_load_checkpoint
+from ..conversion import (
+    CheckpointMismatchError,
+    ConversionReport,
+    key_indices,
+    load_strict,
+    save_converted,
+    strip_prefix,
+    torch_load_checkpoint,
+)
 from .configuration import ECGFMKEDConfig, default_processor_steps
 from .family import INPUT_CONTRACTS
 from .modeling import ECGFMKEDModel
@@ -115,11 +123,8 @@ def canonicalise_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dic
             projection sits at the wrong ``idpath`` index for its block.
     """
     report = ConversionReport()
-    sd = dict(state_dict)
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-        report.stripped_prefix = "module."
-    stages = sorted({int(m.group(1)) for k in sd if (m := _CONVS.match(k))})
+    sd = strip_prefix(state_dict, ("module.",), report)  # DistributedDataParallel wrappers
+    stages = key_indices(sd, _CONVS.pattern)
     out: dict[str, torch.Tensor] = {}
     disagree: list[str] = []
     orphans: list[str] = []
@@ -170,7 +175,7 @@ def canonicalise_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dic
 
 
 def _blocks(sd: Mapping[str, torch.Tensor], stage: int) -> list[int]:
-    return sorted({int(m.group(1)) for k in sd if (m := re.match(rf"stages\.{stage}\.(\d+)\.", k))})
+    return key_indices(sd, rf"stages\.{stage}\.(\d+)\.")
 
 
 def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -182,7 +187,7 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
             f"Not an ECGFM-KED XResNet1d state dict: no stem conv {e.args[0]!r} (original '0.0.weight', '1.0.weight', "
             f"'2.0.weight'; first keys: {sorted(state_dict)[:6]})"
         ) from None
-    stages = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"stages\.(\d+)\.", k))})
+    stages = key_indices(state_dict, r"stages\.(\d+)\.")
     if not stages or stages != list(range(len(stages))):
         raise CheckpointMismatchError(f"the residual stages are not numbered 4..: found stage indices {stages}")
     layers = []
@@ -192,7 +197,7 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
             raise CheckpointMismatchError(f"stage {s + _FIRST_STAGE} has blocks {blocks}, not 0..n-1")
         layers.append(len(blocks))
     first = "stages.0.0.convs.{}.conv.weight"
-    n_convs = len({int(m.group(1)) for k in state_dict if (m := re.match(r"stages\.0\.0\.convs\.(\d+)\.conv\.weight$", k))})
+    n_convs = len(key_indices(state_dict, r"stages\.0\.0\.convs\.(\d+)\.conv\.weight$"))
     if n_convs not in (2, 3):
         raise CheckpointMismatchError(f"the first block has {n_convs} convs; an XResNet1d block has 2 (basic) or 3 (bottleneck)")
     nf = [int(state_dict[f"stages.{s}.0.convs.0.conv.weight"].shape[0]) for s in stages]

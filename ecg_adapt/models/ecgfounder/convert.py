@@ -41,6 +41,7 @@ from ..conversion import (
     CheckpointMismatchError,
     ConversionReport,
     drop_keys,
+    key_indices,
     load_strict,
     save_converted,
     strip_prefix,
@@ -100,10 +101,6 @@ def canonicalise_state_dict(
     return sd, report
 
 
-def _indices(state_dict: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
-    return sorted({int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))})
-
-
 def _dim(state_dict: Mapping[str, torch.Tensor], prefixes: list[str], candidates: tuple[tuple[str, int], ...]) -> int:
     """Size of axis ``axis`` of the first ``prefix + name`` tensor present, over blocks and candidate tensors."""
     for prefix in prefixes:
@@ -125,12 +122,12 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
             f"(first keys: {list(state_dict)[:5]})"
         ) from e
     base_filters, in_channels, kernel_size = (int(s) for s in first.shape)
-    stages = _indices(state_dict, r"stage_list\.(\d+)\.")
+    stages = key_indices(state_dict, r"stage_list\.(\d+)\.")
     if stages != list(range(len(stages))) or not stages:
         raise CheckpointMismatchError(f"stage_list indices are not 0..n-1: {stages}")
     filter_list, m_blocks_list, groups, ratios = [], [], [], []
     for s in stages:
-        blocks = _indices(state_dict, rf"stage_list\.{s}\.block_list\.(\d+)\.")
+        blocks = key_indices(state_dict, rf"stage_list\.{s}\.block_list\.(\d+)\.")
         if blocks != list(range(len(blocks))):
             raise CheckpointMismatchError(f"stage_list.{s}.block_list indices are not 0..n-1: {blocks}")
         # Every width is readable from several tensors of the stage; taking the first one present lets a

@@ -21,7 +21,6 @@ norm, so there are no weight-norm keys to canonicalise.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from ..conversion import (
     override_flags,
     ConversionReport,
     drop_keys,
+    key_indices,
     load_strict,
     save_converted,
     strip_prefix,
@@ -98,10 +98,6 @@ def canonicalise_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dic
     return sd, report
 
 
-def _indices(state_dict: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
-    return sorted({int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))})
-
-
 def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor],
                         config_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read the architecture from tensor shapes (``state_dict`` already canonicalised); ``config_overrides``
@@ -117,11 +113,11 @@ def infer_config_kwargs(state_dict: Mapping[str, torch.Tensor],
 
 
 def _infer_resnet(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    stages = _indices(sd, r"layer(\d+)\.")
+    stages = key_indices(sd, r"layer(\d+)\.")
     if stages != list(range(1, len(stages) + 1)):
         raise ValueError(f"ResNet stages are not numbered layer1..layerN: found {stages}")
     block = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
-    num_blocks = [len(_indices(sd, rf"layer{s}\.(\d+)\.")) for s in stages]
+    num_blocks = [len(key_indices(sd, rf"layer{s}\.(\d+)\.")) for s in stages]
     # conv1 of a stage's first block has the stage width as output channels (for both block types).
     widths = [int(sd[f"layer{s}.0.conv1.weight"].shape[0]) for s in stages]
     return {
@@ -156,7 +152,7 @@ def _infer_vit(sd: Mapping[str, torch.Tensor], overrides: Mapping[str, Any]) -> 
         "vit_seq_len": n_patches * patch,
         "vit_patch_size": patch,
         "vit_width": width,
-        "vit_depth": len(_indices(sd, r"block(\d+)\.")),
+        "vit_depth": len(key_indices(sd, r"block(\d+)\.")),
         "vit_heads": heads,
         "vit_dim_head": dim_head,
         "vit_mlp_dim": int(sd["block0.ff.fn.net.0.weight"].shape[0]),
