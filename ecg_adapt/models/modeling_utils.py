@@ -4,6 +4,8 @@
   ``_init_weights`` of families whose originals were built with it (ECGFounder, MERL, ECG-CPC). Written by hand
   because the layers' ``reset_parameters`` would overwrite weights loaded from a checkpoint, while transformers'
   ``initialization`` helpers (used here) leave loaded tensors alone.
+* :func:`keep_frozen_batch_norm_in_eval`: what the ``train()`` of BatchNorm backbones (MERL, ECG-CPC, ECGFM-KED)
+  adds to ``nn.Module.train``.
 * :class:`RecomputeKeepingBatchNormStats`: a block wrapper for gradient checkpointing of BatchNorm CNNs
   (ECGFounder, ECGFM-KED). torch's checkpointing has no option to keep the recomputation from updating BatchNorm
   running statistics a second time.
@@ -45,6 +47,17 @@ def init_like_torch_defaults(module: nn.Module) -> bool:
             init.zeros_(module.num_batches_tracked)
         return True
     return False
+
+
+def keep_frozen_batch_norm_in_eval(module: nn.Module) -> None:
+    """Put every BatchNorm of ``module`` whose parameters are all frozen back in eval mode (call after
+    ``train(True)``): its running statistics then stay as pretrained, so small fine-tuning batches do not overwrite
+    them and an adapter-only save reproduces the trained model."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
 
 
 @contextlib.contextmanager

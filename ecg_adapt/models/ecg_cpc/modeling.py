@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from ..modeling_utils import init_like_torch_defaults
+from ..modeling_utils import init_like_torch_defaults, keep_frozen_batch_norm_in_eval
 from .configuration import ECGCPCConfig
 
 
@@ -324,11 +324,7 @@ class ECGCPCModel(ECGCPCPreTrainedModel):
         """As ``nn.Module.train``, except that a BatchNorm whose parameters are all frozen stays in eval mode."""
         super().train(mode)
         if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    params = list(m.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
-                        m.eval()
+            keep_frozen_batch_norm_in_eval(self)
         return self
 
     # ------------------------------------------------------------------------------------------------- masks

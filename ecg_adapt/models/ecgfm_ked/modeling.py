@@ -31,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 # Per-block gradient checkpointing that leaves BatchNorm running statistics alone in the recomputation (shared
 # with ECGFounder).
-from ..modeling_utils import RecomputeKeepingBatchNormStats
+from ..modeling_utils import RecomputeKeepingBatchNormStats, keep_frozen_batch_norm_in_eval
 from .configuration import ECGFMKEDConfig
 
 
@@ -185,11 +185,7 @@ class ECGFMKEDModel(ECGFMKEDPreTrainedModel):
         """As ``nn.Module.train``, except that a BatchNorm whose parameters are all frozen stays in eval mode."""
         super().train(mode)
         if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    params = list(m.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
-                        m.eval()
+            keep_frozen_batch_norm_in_eval(self)
         return self
 
     # ------------------------------------------------------------------------------------------------- masks

@@ -27,7 +27,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-from ..modeling_utils import init_like_torch_defaults
+from ..modeling_utils import init_like_torch_defaults, keep_frozen_batch_norm_in_eval
 from .configuration import RESNET_EXPANSION, MERLConfig
 
 # --------------------------------------------------------------------------------------------------- ResNet-1D
@@ -314,11 +314,7 @@ class MERLModel(PreTrainedModel):
         """As ``nn.Module.train``, except that a BatchNorm whose parameters are all frozen stays in eval mode."""
         super().train(mode)
         if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    params = [p for p in m.parameters(recurse=False)]
-                    if params and not any(p.requires_grad for p in params):
-                        m.eval()
+            keep_frozen_batch_norm_in_eval(self)
         return self
 
     # ------------------------------------------------------------------------------------------------- masks
