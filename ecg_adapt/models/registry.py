@@ -282,7 +282,7 @@ def load_processor(name_or_path: str | os.PathLike, config: PreTrainedConfig | N
     if has_saved is not False:
         try:
             return ECGProcessor.from_pretrained(str(name_or_path), revision=revision)
-        except (OSError, EnvironmentError):
+        except OSError:
             if has_saved:
                 raise
     if config is None:

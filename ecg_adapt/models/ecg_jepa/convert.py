@@ -148,7 +148,8 @@ def load_original(
 
     Args:
         src: the ``.pth`` release file (or a ``.safetensors``/``.pt``/``.bin`` state dict, see module docstring).
-        allow_pickle: permit ``torch.load(weights_only=False)`` for files that need it (trusted files only).
+        allow_pickle: read files that pickle Python objects besides tensors (trusted files only); those objects
+            are built as inert attribute bags, no code from the file runs.
         num_attention_heads: the head count when the width is not a released size (768 → 16).
         leads: a subset of the 8 lead slots (indices into I, II, V1-V6) to build a reduced-lead encoder, as
             ``models.load_encoder(ckpt, leads=...)`` does; ``None`` keeps all 8.

@@ -55,9 +55,9 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict[str, t
     """The tensors of a MERL checkpoint file (``.pth``/``.pt``/``.bin`` pickle, or ``.safetensors``).
 
     Pickles are read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
-    A file that needs arbitrary unpickling (it holds other Python objects, e.g. an argparse namespace) raises
-    a ``ValueError`` unless ``allow_pickle=True``; then it is read with ``weights_only=False``, which can run
-    code stored in the file: only do this for files you trust.
+    A file that holds other Python objects (e.g. an argparse namespace) raises a ``ValueError`` unless
+    ``allow_pickle=True``; then those objects are built as inert attribute bags and no code from the file runs
+    (:func:`~ecg_adapt.models.conversion.torch_load_checkpoint`).
     """
     path = Path(path)
     if not path.is_file():
