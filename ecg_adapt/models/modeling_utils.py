@@ -6,6 +6,8 @@
   ``initialization`` helpers (used here) leave loaded tensors alone.
 * :func:`keep_frozen_batch_norm_in_eval`: what the ``train()`` of BatchNorm backbones (MERL, ECG-CPC, ECGFM-KED)
   adds to ``nn.Module.train``.
+* :func:`checked_frame_mask`: the frame-mask rule of backbones that pool their own feature vector (MERL,
+  ECGFM-KED).
 * :class:`RecomputeKeepingBatchNormStats`: a block wrapper for gradient checkpointing of BatchNorm CNNs
   (ECGFounder, ECGFM-KED). torch's checkpointing has no option to keep the recomputation from updating BatchNorm
   running statistics a second time.
@@ -47,6 +49,22 @@ def init_like_torch_defaults(module: nn.Module) -> bool:
             init.zeros_(module.num_batches_tracked)
         return True
     return False
+
+
+def checked_frame_mask(frame_mask: torch.Tensor) -> torch.Tensor | None:
+    """A backbone's boolean ``(batch, frames)`` frame mask, or ``None`` when it keeps every frame (the unmasked
+    path then runs: the same bits as without a mask).
+
+    Raises:
+        ValueError: a batch row has no real frame (its pooled features would be undefined), naming the rows.
+    """
+    if bool(frame_mask.all()):
+        return None
+    empty = ~frame_mask.any(dim=1)
+    if bool(empty.any()):
+        rows = torch.nonzero(empty).flatten().tolist()
+        raise ValueError(f"attention_mask leaves no real frame in batch row(s) {rows} (records too short?)")
+    return frame_mask
 
 
 def keep_frozen_batch_norm_in_eval(module: nn.Module) -> None:

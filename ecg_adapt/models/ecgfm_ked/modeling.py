@@ -31,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 # Per-block gradient checkpointing that leaves BatchNorm running statistics alone in the recomputation (shared
 # with ECGFounder).
-from ..modeling_utils import RecomputeKeepingBatchNormStats, keep_frozen_batch_norm_in_eval
+from ..modeling_utils import RecomputeKeepingBatchNormStats, checked_frame_mask, keep_frozen_batch_norm_in_eval
 from .configuration import ECGFMKEDConfig
 
 
@@ -211,14 +211,7 @@ class ECGFMKEDModel(ECGFMKEDPreTrainedModel):
         """The frame mask, or ``None`` when it keeps every frame (then the unmasked path runs: same bits)."""
         if attention_mask is None:
             return None
-        fm = self.frame_mask(attention_mask, n_frames)
-        if bool(fm.all()):
-            return None
-        empty = ~fm.any(dim=1)
-        if bool(empty.any()):
-            rows = torch.nonzero(empty).flatten().tolist()
-            raise ValueError(f"attention_mask leaves no real frame in batch row(s) {rows} (records too short?)")
-        return fm
+        return checked_frame_mask(self.frame_mask(attention_mask, n_frames))
 
     # ----------------------------------------------------------------------------------------------- forward
     def forward(

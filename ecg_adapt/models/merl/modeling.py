@@ -27,7 +27,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-from ..modeling_utils import init_like_torch_defaults, keep_frozen_batch_norm_in_eval
+from ..modeling_utils import checked_frame_mask, init_like_torch_defaults, keep_frozen_batch_norm_in_eval
 from .configuration import RESNET_EXPANSION, MERLConfig
 
 # --------------------------------------------------------------------------------------------------- ResNet-1D
@@ -352,14 +352,7 @@ class MERLModel(PreTrainedModel):
         """The frame mask, or ``None`` when it keeps every frame (then the unmasked path runs: same bits)."""
         if attention_mask is None:
             return None
-        fm = self.frame_mask(attention_mask, n_frames)
-        if bool(fm.all()):
-            return None
-        empty = ~fm.any(dim=1)
-        if bool(empty.any()):
-            rows = torch.nonzero(empty).flatten().tolist()
-            raise ValueError(f"attention_mask leaves no real frame in batch row(s) {rows} (records too short?)")
-        return fm
+        return checked_frame_mask(self.frame_mask(attention_mask, n_frames))
 
     # ----------------------------------------------------------------------------------------------- forward
     def forward(
