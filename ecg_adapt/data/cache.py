@@ -76,6 +76,12 @@ def input_files_digest(source: RecordSource, exclude: Iterable[str | os.PathLike
         for dirpath, dirnames, filenames in os.walk(str(root)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in skip)
             files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    return files_digest(files)
+
+
+def files_digest(files: Iterable[str | os.PathLike]) -> str:
+    """A digest of the path, size and modification time (ns) of each of ``files`` (in the order given; a missing
+    file counts as missing). Shared by :func:`input_files_digest` and the recording store's per-recording key."""
     h = hashlib.sha256()
     for f in files:
         try:

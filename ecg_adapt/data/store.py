@@ -60,6 +60,7 @@ from .cache import (
     _remove_stale_builds,
     default_cache_dir,
     explain_nothing_cached,
+    files_digest,
     input_files_digest,
     process_unit,
 )
@@ -105,14 +106,7 @@ def store_key(source: RecordSource, processor: ECGProcessor, quality: QualityThr
 def recording_key(source: Any, record: str, exclude: list[Path]) -> str:
     """The key of one recording inside a store: its files' paths, sizes and modification times."""
     if hasattr(source, "recording_files"):
-        h = hashlib.sha256()
-        for f in source.recording_files(record):
-            try:
-                st = os.stat(f)
-                h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except FileNotFoundError:
-                h.update(f"{f}\0missing\n".encode())
-        files = h.hexdigest()
+        files = files_digest(source.recording_files(record))
     else:  # a source that cannot say which files a recording has: any change to its files rebuilds every one
         files = input_files_digest(source, exclude)
     return _digest({"record": record, "files": files})
