@@ -92,20 +92,30 @@ def files_digest(files: Iterable[str | os.PathLike]) -> str:
     return h.hexdigest()
 
 
+def key_digest(payload: Any) -> str:
+    """The 20-hex-digit key of a JSON-able payload (keys sorted): how the window cache and the store name builds."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def processor_key_config(processor: ECGProcessor) -> dict[str, Any]:
+    """The processor's saved config as a key sees it: without ``feature_extractor_type`` (the class name says
+    nothing about the inputs it makes)."""
+    proc = processor.to_dict()
+    proc.pop("feature_extractor_type", None)
+    return proc
+
+
 def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor,
               exclude: Iterable[str | os.PathLike] = (), quality: QualityThresholds | None = None) -> str:
     """The key of the cache of ``ids`` of ``source`` under ``processor`` (see the module docstring)."""
-    proc = processor.to_dict()
-    proc.pop("feature_extractor_type", None)
-    payload = {
+    return key_digest({
         "version": CACHE_FORMAT_VERSION,
         "source": source.fingerprint(),
         "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest(),
-        "processor": proc,
+        "processor": processor_key_config(processor),
         "input_files": input_files_digest(source, exclude),
         "quality": (quality or QualityThresholds()).to_dict(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    })
 
 
 class ECGCache:

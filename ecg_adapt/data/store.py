@@ -62,7 +62,9 @@ from .cache import (
     explain_nothing_cached,
     files_digest,
     input_files_digest,
+    key_digest,
     process_unit,
+    processor_key_config,
 )
 from .record import RecordError
 
@@ -91,16 +93,10 @@ def store_dtype(processor: ECGProcessor) -> np.dtype:
     return np.dtype(np.float16) if any(s.get("name") == "normalize" for s in processor.steps) else np.dtype(np.float32)
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def store_key(source: RecordSource, processor: ECGProcessor, quality: QualityThresholds) -> str:
     """The key of a store (see the module docstring); the recordings' own files key each recording."""
-    proc = processor.to_dict()
-    proc.pop("feature_extractor_type", None)
-    return _digest({"version": STORE_FORMAT_VERSION, "source": source.fingerprint(), "processor": proc,
-                    "quality": quality.to_dict()})
+    return key_digest({"version": STORE_FORMAT_VERSION, "source": source.fingerprint(),
+                       "processor": processor_key_config(processor), "quality": quality.to_dict()})
 
 
 def recording_key(source: Any, record: str, exclude: list[Path]) -> str:
@@ -109,7 +105,7 @@ def recording_key(source: Any, record: str, exclude: list[Path]) -> str:
         files = files_digest(source.recording_files(record))
     else:  # a source that cannot say which files a recording has: any change to its files rebuilds every one
         files = input_files_digest(source, exclude)
-    return _digest({"record": record, "files": files})
+    return key_digest({"record": record, "files": files})
 
 
 def _safe_name(record: str) -> str:
@@ -468,8 +464,8 @@ def build_store(
     report = {
         "layout": "store",
         "source": source.fingerprint(),
-        "cache_key": _digest({"store": key, "recordings": [r.path.name for r in recordings],
-                              "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest()}),
+        "cache_key": key_digest({"store": key, "recordings": [r.path.name for r in recordings],
+                                 "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest()}),
         "n_requested": len(ids),
         "n_cached": len(ids) - len(skipped),
         "skipped": skipped,
