@@ -211,6 +211,14 @@ def _predict_nights(predictor, args: argparse.Namespace) -> int:
     from .data.record import RecordError
     from .inference import find_inputs, read_night, write_hypnogram
 
+    per_record = [flag for flag, v in (("--per-window", args.per_window), ("--leads", args.leads),
+                                       ("--sampling-rate", args.sampling_rate),
+                                       ("--aggregation max", args.aggregation == "max")) if v]
+    if per_record:  # silently ignored otherwise: an epoch's probabilities are always the mean over its windows
+        print(f"ecg-adapt: error: {', '.join(per_record)} apply to window classifiers (per-record prediction); "
+              f"{args.model} is a sequence model, which predicts per {predictor.epoch_seconds:g} s epoch of PSG files "
+              "(choose the ECG with --ecg-channel and its lead with --lead)", file=sys.stderr)
+        return 2
     try:
         lead = predictor.resolve_lead(args.lead)
     except ValueError as e:
