@@ -187,8 +187,8 @@ def read_edf(path: str | os.PathLike, channels: list[str] | None = None, record_
     they must share one sampling rate (a PSG's ECG does not share its rate with SaO2 or EEG: name it).
 
     Raises:
-        RecordError: for an unreadable file, no voltage channel, a named channel that is absent, or
-            channels with different sampling rates.
+        RecordError: for an unreadable file, no voltage channel, a named channel that is absent or not in a
+            voltage unit (it would be fed to the model as mV), or channels with different sampling rates.
     """
     header = read_edf_header(path, record_id)
     rid = record_id or Path(path).stem
@@ -206,6 +206,5 @@ def read_edf(path: str | os.PathLike, channels: list[str] | None = None, record_
         named = {header.labels[i]: header.sampling_rate(i) for i in idx}
         raise RecordError(rid, "bad_signal", f"EDF channels with different sampling rates {named}: select the ECG "
                           "channels (channels=[...])")
-    signal = np.stack([read_edf_signal(path, i, header, rid) * (mv_scale(header.physical_dimension[i]) or 1.0)
-                       for i in idx])
+    signal = np.stack([read_edf_channel(path, i, header, rid) for i in idx])  # a named non-voltage channel: bad_signal
     return ECGRecord(signal, float(rates.pop()), [header.labels[i] for i in idx], record_id=rid)
