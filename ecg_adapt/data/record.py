@@ -57,24 +57,19 @@ class ECGRecord:
         return self.signal.shape[1] / self.sampling_rate
 
 
-def _units_to_mv(units: list[str] | None, signal: np.ndarray) -> np.ndarray:
-    """Scale leads recorded in µV/V to mV (WFDB headers may say 'mV', 'mv', 'uV' ...)."""
-    if not units:
-        return signal
-    scale = np.ones(signal.shape[0])
-    for i, u in enumerate(units):
-        u = (u or "").strip().lower()
-        if u in ("uv", "µv", "microvolt"):
-            scale[i] = 1e-3
-        elif u == "v":
-            scale[i] = 1e3
-    return signal * scale[:, None]
-
-
 def mv_scale(unit: str) -> float | None:
     """Factor from a voltage unit to mV (``uV``/``µV`` 1e-3, ``mV`` 1, ``V`` 1e3), ``None`` when it is not one."""
     u = unit.strip().replace("\u00b5", "u").replace("\u03bc", "u").lower()
-    return {"uv": 1e-3, "mv": 1.0, "v": 1e3}.get(u)
+    return {"uv": 1e-3, "microvolt": 1e-3, "mv": 1.0, "v": 1e3}.get(u)
+
+
+def _units_to_mv(units: list[str] | None, signal: np.ndarray) -> np.ndarray:
+    """Scale leads recorded in µV/V to mV (WFDB headers may say 'mV', 'mv', 'uV' ...); a lead whose unit is
+    missing or not a voltage is kept as it is."""
+    if not units:
+        return signal
+    scale = np.array([mv_scale(u or "") or 1.0 for u in units])
+    return signal * scale[:, None]
 
 
 def find_channel(labels: Sequence[str], names: Sequence[str]) -> int | None:
