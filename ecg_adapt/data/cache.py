@@ -273,12 +273,7 @@ def build_cache(
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
         if n_windows == 0:
             raise ValueError(explain_nothing_cached(source.name, skipped, len(ids)))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / REPORT_FILE).exists():  # another process finished first: use theirs
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_build(tmp, final, REPORT_FILE)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -384,6 +379,19 @@ def _remove_stale_builds(root: Path, prefix: str) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
+
+
+def publish_build(tmp: Path, final: Path, marker: str) -> bool:
+    """Rename a finished build ``tmp`` to ``final`` (atomic on one filesystem). ``False`` when another process
+    finished the same build first (``final/marker`` exists): ``tmp`` is removed and theirs is used."""
+    try:
+        os.replace(tmp, final)
+        return True
+    except OSError:
+        if not (final / marker).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:

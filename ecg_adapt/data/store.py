@@ -65,6 +65,7 @@ from .cache import (
     key_digest,
     process_unit,
     processor_key_config,
+    publish_build,
 )
 from .record import RecordError
 
@@ -231,12 +232,7 @@ def _build_recording(source: Any, record: str, processor: ECGProcessor, quality:
             "format_version": STORE_FORMAT_VERSION, "record": record, "n_epochs": len(units),
             "sampling_rate": float(processor.contract.sampling_rate), "skipped": skipped,
             "processing_notes": dict(notes)})
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / MARKER).exists():  # another process finished first: use theirs
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not publish_build(tmp, final, MARKER):  # another process finished first: use theirs
             meta = json.loads((final / MARKER).read_text())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
