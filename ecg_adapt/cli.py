@@ -187,6 +187,23 @@ def _epoch_rows(night) -> list[list[str]]:
             for e in night.epochs]
 
 
+def _write_predictions(out: Path, json_rows: list[dict[str, Any]], header: list[str], csv_rows: list[list[Any]]) -> None:
+    """Write predictions to ``out`` atomically (a killed run leaves no half file): a JSON list of ``json_rows``
+    when ``out`` ends in ``.json``, else a CSV of ``header`` and ``csv_rows``."""
+    import io
+
+    from .utils import atomic_write_text
+
+    if out.suffix == ".json":
+        atomic_write_text(out, json.dumps(json_rows, indent=2) + "\n")
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(csv_rows)
+    atomic_write_text(out, buf.getvalue())
+
+
 def _predict_nights(predictor, args: argparse.Namespace) -> int:
     """``predict`` with a sequence model: one row per scoring epoch of every PSG file (EDF or WFDB)."""
     from collections import Counter
@@ -194,13 +211,25 @@ def _predict_nights(predictor, args: argparse.Namespace) -> int:
     from .data.record import RecordError
     from .inference import find_inputs, read_night, write_hypnogram
 
+    per_record = [flag for flag, v in (("--per-window", args.per_window), ("--leads", args.leads),
+                                       ("--sampling-rate", args.sampling_rate),
+                                       ("--aggregation max", args.aggregation == "max")) if v]
+    if per_record:  # silently ignored otherwise: an epoch's probabilities are always the mean over its windows
+        print(f"ecg-adapt: error: {', '.join(per_record)} apply to window classifiers (per-record prediction); "
+              f"{args.model} is a sequence model, which predicts per {predictor.epoch_seconds:g} s epoch of PSG files "
+              "(choose the ECG with --ecg-channel and its lead with --lead)", file=sys.stderr)
+        return 2
     try:
         lead = predictor.resolve_lead(args.lead)
     except ValueError as e:
         print(f"ecg-adapt: error: {e}", file=sys.stderr)
         return 2
     channels = [c.strip() for c in args.ecg_channel.split(",")] if args.ecg_channel else predictor.ecg_channels
-    inputs = [p for p in find_inputs(args.paths)]
+    inputs = find_inputs(args.paths)
+    if not inputs:
+        print(f"ecg-adapt: error: no PSG files found in {', '.join(args.paths)} (looked for *.edf files and WFDB *.hea "
+              "records, recursively)", file=sys.stderr)
+        return 1
     nights, bad = [], []
     for path in inputs:
         if path.suffix.lower() == ".npy":
@@ -226,24 +255,12 @@ def _predict_nights(predictor, args: argparse.Namespace) -> int:
     labels = predictor.labels
     header = ["record_id", "epoch", "start_s", "clock_time", "predicted", *labels, "error"]
     if args.output:
-        from .utils import atomic_write_text
-
         out = Path(args.output)
-        if out.suffix == ".json":
-            rows = [n.to_dict() for n in nights] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
-                                                     for e in bad]
-            atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
-        else:
-            import io
-
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(header)
-            for night in nights:
-                w.writerows(_epoch_rows(night))
-            for e in bad:
-                w.writerow([e.record, "", "", "", "", *([""] * len(labels)), f"{e.reason}: {e.detail}"])
-            atomic_write_text(out, buf.getvalue())
+        _write_predictions(
+            out, [n.to_dict() for n in nights] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
+                                                  for e in bad],
+            header, [row for night in nights for row in _epoch_rows(night)]
+            + [[e.record, "", "", "", "", *([""] * len(labels)), f"{e.reason}: {e.detail}"] for e in bad])
         print(f"wrote {sum(len(n.epochs) for n in nights)} epochs of {len(nights)} night(s) ({len(bad)} skipped) to {out}",
               file=sys.stderr)
     else:
@@ -296,21 +313,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"model input: {contract.describe()}", file=sys.stderr)
     if args.output:
         out = Path(args.output)
-        if out.suffix == ".json":
-            rows = [p.to_dict() for p in preds] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
-                                                   for e in bad]
-            out.write_text(json.dumps(rows, indent=2) + "\n")
-        else:
-            with out.open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["record_id", "window", "start_s", "n_windows", "predicted", *predictor.labels, "error"])
-                for p in preds:
-                    w.writerow([p.record_id, "record", "", p.n_windows, ";".join(p.predicted),
-                                *(f"{p.probabilities[n]:.6f}" for n in predictor.labels), ""])
-                    for i, (start, wp) in enumerate(zip(p.window_starts_s, p.window_probabilities)):
-                        w.writerow([p.record_id, i, f"{start:.3f}", "", "", *(f"{wp[n]:.6f}" for n in predictor.labels), ""])
-                for e in bad:
-                    w.writerow([e.record, "record", "", 0, "", *([""] * len(predictor.labels)), f"{e.reason}: {e.detail}"])
+        rows: list[list[Any]] = []
+        for p in preds:
+            rows.append([p.record_id, "record", "", p.n_windows, ";".join(p.predicted),
+                         *(f"{p.probabilities[n]:.6f}" for n in predictor.labels), ""])
+            rows.extend([p.record_id, i, f"{start:.3f}", "", "", *(f"{wp[n]:.6f}" for n in predictor.labels), ""]
+                        for i, (start, wp) in enumerate(zip(p.window_starts_s, p.window_probabilities)))
+        rows.extend([e.record, "record", "", 0, "", *([""] * len(predictor.labels)), f"{e.reason}: {e.detail}"] for e in bad)
+        _write_predictions(
+            out, [p.to_dict() for p in preds] + [{"record_id": e.record, "error": {"reason": e.reason, "detail": e.detail}}
+                                                 for e in bad],
+            ["record_id", "window", "start_s", "n_windows", "predicted", *predictor.labels, "error"], rows)
         print(f"wrote {len(preds)} predictions ({len(bad)} record(s) skipped) to {out}", file=sys.stderr)
     else:
         _print_predictions(preds)

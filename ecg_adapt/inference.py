@@ -13,6 +13,7 @@ No other channel (EEG, EOG, EMG ...) is ever given to the model.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,12 +23,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-import datetime as dt
-
 from .adaptation.core import ADAPTATION_CONFIG_NAME, load_adapted
 from .data.context import ContextWindowDataset
-from .data.edf import _mv_scale, read_edf, read_edf_header, read_edf_signal
-from .data.record import ECGRecord, RecordError, read_wfdb
+from .data.edf import read_edf, read_edf_channel, read_edf_header
+from .data.record import ECGRecord, RecordError, find_channel, read_wfdb, read_wfdb_channel, read_wfdb_header
 from .models.classifier import ECGClassifier
 from .models.sequence import ECGSequenceClassifier
 from .utils import atomic_write
@@ -315,38 +314,19 @@ def read_night(path: str | os.PathLike, ecg_channels: Sequence[str] = DEFAULT_EC
         idx = header.find(ecg_channels)
         if idx is None:
             raise _no_ecg(path, ecg_channels, header.labels)
-        scale = _mv_scale(header.physical_dimension[idx])
-        if scale is None:
-            raise RecordError(path.stem, "bad_signal", f"{path.name}: channel {header.labels[idx].strip()!r} has unit "
-                              f"{header.physical_dimension[idx]!r}, not a voltage: is it the ECG?")
-        ecg = read_edf_signal(path, idx, header, path.stem) * scale
+        ecg = read_edf_channel(path, idx, header, path.stem)  # bad_signal when its unit is not a voltage
         return Night(path.stem, ecg, header.sampling_rate(idx), header.labels[idx].strip(),
                      [l.strip() for l in header.labels], _edf_start(header.start_date, header.start_time))
-    import wfdb
-
     record = path.with_suffix("") if path.suffix == ".hea" else path
-    try:
-        header = wfdb.rdheader(str(record))
-    except FileNotFoundError as e:
-        raise RecordError(record.name, "missing_file", str(e)) from e
-    except Exception as e:  # wfdb raises many types for malformed headers
-        raise RecordError(record.name, "corrupt_header", f"{type(e).__name__}: {e}") from e
-    names = [n.strip().lower() for n in header.sig_name or []]
-    idx = next((names.index(c.strip().lower()) for c in ecg_channels if c.strip().lower() in names), None)
+    wheader = read_wfdb_header(record)  # missing_file / corrupt_header
+    idx = find_channel(wheader.sig_name or [], ecg_channels)
     if idx is None:
-        raise _no_ecg(record, ecg_channels, header.sig_name or [])
-    try:
-        rec = wfdb.rdrecord(str(record), channels=[idx])
-    except Exception as e:
-        raise RecordError(record.name, "unreadable", f"{type(e).__name__}: {e}") from e
-    scale = _mv_scale(rec.units[0] if rec.units else "mV")
-    if scale is None:
-        raise RecordError(record.name, "bad_signal", f"{record.name}: ECG unit {rec.units[0]!r} is not uV, mV or V")
+        raise _no_ecg(record, ecg_channels, wheader.sig_name or [])
+    ecg = read_wfdb_channel(record, idx)  # only that channel, in mV
     start: dt.datetime | dt.time | None = None
-    if header.base_time is not None:
-        start = dt.datetime.combine(header.base_date, header.base_time) if header.base_date else header.base_time
-    return Night(record.name, rec.p_signal[:, 0].astype(np.float64) * scale, float(header.fs), header.sig_name[idx],
-                 list(header.sig_name), start)
+    if wheader.base_time is not None:
+        start = dt.datetime.combine(wheader.base_date, wheader.base_time) if wheader.base_date else wheader.base_time
+    return Night(record.name, ecg, float(wheader.fs), wheader.sig_name[idx], list(wheader.sig_name), start)
 
 
 @dataclass

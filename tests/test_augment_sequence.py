@@ -453,3 +453,22 @@ def test_sequence_classifier_input_errors():
         model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
     with pytest.raises(ValueError, match="sequence_model must be one of"):
         ECGSequenceClassifier.from_classifier(tiny_window_classifier(), sequence_model="lstm")
+
+
+def test_a_step_or_augmentation_missing_its_method_cannot_be_created():
+    from ecg_adapt.processing.augment import Augmentation
+    from ecg_adapt.processing.steps import Step
+
+    @dataclasses.dataclass
+    class NoCall(Step):
+        pass
+
+    @dataclasses.dataclass
+    class NoAugment(Augmentation):
+        pass
+
+    with pytest.raises(TypeError, match="abstract.*__call__"):
+        NoCall()
+    with pytest.raises(TypeError, match="abstract.*augment"):
+        NoAugment()
+    assert isinstance(Window(), Step)  # a step that implements __call__ is created as before

@@ -234,6 +234,19 @@ def test_bad_edf_files_are_record_errors(tmp_path: Path) -> None:
     assert e.value.reason == "missing_file"
 
 
+def test_a_named_edf_channel_is_read_in_mv_and_one_not_in_volts_is_refused(tmp_path: Path) -> None:
+    from ecg_adapt.data.edf import read_edf as read_edf_mv
+
+    chans = psg_channels(60, ecg_unit="uV", ecg_range=2500.0)
+    path = write_edf(tmp_path / "x.edf", chans)
+    rec = read_edf_mv(path, channels=["ECG"])
+    assert rec.lead_names == ["ECG"] and rec.sampling_rate == 125
+    np.testing.assert_allclose(rec.signal[0], chans[3].physical() * 1e-3)  # uV -> mV
+    with pytest.raises(RecordError, match="'SaO2' has unit '%', not a voltage") as e:  # never fed to a model as mV
+        read_edf_mv(path, channels=["SaO2"])
+    assert e.value.reason == "bad_signal"
+
+
 # ------------------------------------------------------------------------------------------ stages
 def test_stage_merges() -> None:
     five = ["W", "N1", "N2", "N3", "REM"]

@@ -146,6 +146,26 @@ def test_a_file_without_the_ecg_channel_is_an_error_listing_its_channels(
     assert code == 2 and "V9" in err and "aVR" in err  # the model's leads are listed
 
 
+def test_a_folder_without_psg_files_is_an_error_naming_it(sequence_model: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run_cli(capsys, sequence_model, empty)
+    assert code == 1 and out == ""  # no CSV header for no night
+    assert "no PSG files found" in err and str(empty) in err
+
+
+def test_sequence_models_refuse_the_per_record_flags(sequence_model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    edf = shhs1_edf(tmp_path / "night.edf")
+    for flags in (["--per-window"], ["--leads", "I", "--sampling-rate", "125"], ["--aggregation", "max"]):
+        code, out, err = run_cli(capsys, sequence_model, edf, *flags, "-o", tmp_path / "out.csv")
+        assert code == 2 and "apply to window classifiers" in err and flags[0] in err, (flags, err)
+        assert not (tmp_path / "out.csv").exists()
+    code, _, err = run_cli(capsys, sequence_model, edf, "--aggregation", "mean")  # the default is no request
+    assert code == 0, err
+
+
 def test_predict_per_epoch_on_an_slpdb_record_to_json(sequence_model: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     slpdb_record(tmp_path, "slp01a", SLP01A_NOTES, real_header=True)  # ECG, BP, EEG (C4-A1), Resp at 250 Hz

@@ -274,3 +274,25 @@ def test_a_build_killed_while_writing_leaves_no_partial_recording(shhs_nights: P
     store = build_store(source, _processor(tiny_backbone_dir), ids, cache_dir=cache, progress=False)
     assert (store.report["recordings_built"], store.report["recordings_reused"]) == (1, 1)
     assert len(store) == len(ids) * 6
+
+
+def test_a_build_finished_first_by_another_process_is_used_and_ours_dropped(tmp_path: Path) -> None:
+    from ecg_adapt.data.cache import publish_build
+
+    final = tmp_path / "rec-key"
+    ours = tmp_path / ".rec-key-1"
+    ours.mkdir()
+    (ours / MARKER).write_text("ours")
+    assert publish_build(ours, final, MARKER) and (final / MARKER).read_text() == "ours" and not ours.exists()
+    late = tmp_path / ".rec-key-2"
+    late.mkdir()
+    (late / MARKER).write_text("late")
+    assert not publish_build(late, final, MARKER)  # theirs is complete: keep it, drop ours
+    assert (final / MARKER).read_text() == "ours" and not late.exists()
+    (final / MARKER).unlink()  # an incomplete folder in the way is an error, not silently kept
+    (final / "values.npy").write_text("partial")
+    broken = tmp_path / ".rec-key-3"
+    broken.mkdir()
+    (broken / "values.npy").write_text("x")
+    with pytest.raises(OSError):
+        publish_build(broken, final, MARKER)

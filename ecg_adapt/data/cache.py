@@ -76,6 +76,12 @@ def input_files_digest(source: RecordSource, exclude: Iterable[str | os.PathLike
         for dirpath, dirnames, filenames in os.walk(str(root)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in skip)
             files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    return files_digest(files)
+
+
+def files_digest(files: Iterable[str | os.PathLike]) -> str:
+    """A digest of the path, size and modification time (ns) of each of ``files`` (in the order given; a missing
+    file counts as missing). Shared by :func:`input_files_digest` and the recording store's per-recording key."""
     h = hashlib.sha256()
     for f in files:
         try:
@@ -86,20 +92,30 @@ def input_files_digest(source: RecordSource, exclude: Iterable[str | os.PathLike
     return h.hexdigest()
 
 
+def key_digest(payload: Any) -> str:
+    """The 20-hex-digit key of a JSON-able payload (keys sorted): how the window cache and the store name builds."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def processor_key_config(processor: ECGProcessor) -> dict[str, Any]:
+    """The processor's saved config as a key sees it: without ``feature_extractor_type`` (the class name says
+    nothing about the inputs it makes)."""
+    proc = processor.to_dict()
+    proc.pop("feature_extractor_type", None)
+    return proc
+
+
 def cache_key(source: RecordSource, ids: list[Any], processor: ECGProcessor,
               exclude: Iterable[str | os.PathLike] = (), quality: QualityThresholds | None = None) -> str:
     """The key of the cache of ``ids`` of ``source`` under ``processor`` (see the module docstring)."""
-    proc = processor.to_dict()
-    proc.pop("feature_extractor_type", None)
-    payload = {
+    return key_digest({
         "version": CACHE_FORMAT_VERSION,
         "source": source.fingerprint(),
         "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest(),
-        "processor": proc,
+        "processor": processor_key_config(processor),
         "input_files": input_files_digest(source, exclude),
         "quality": (quality or QualityThresholds()).to_dict(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    })
 
 
 class ECGCache:
@@ -257,12 +273,7 @@ def build_cache(
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
         if n_windows == 0:
             raise ValueError(explain_nothing_cached(source.name, skipped, len(ids)))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / REPORT_FILE).exists():  # another process finished first: use theirs
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_build(tmp, final, REPORT_FILE)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -368,6 +379,19 @@ def _remove_stale_builds(root: Path, prefix: str) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
+
+
+def publish_build(tmp: Path, final: Path, marker: str) -> bool:
+    """Rename a finished build ``tmp`` to ``final`` (atomic on one filesystem). ``False`` when another process
+    finished the same build first (``final/marker`` exists): ``tmp`` is removed and theirs is used."""
+    try:
+        os.replace(tmp, final)
+        return True
+    except OSError:
+        if not (final / marker).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 def _log_report(report: dict[str, Any], path: Path, reused: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .record import ECGRecord, RecordError
+from .record import ECGRecord, RecordError, find_channel, mv_scale
 
 # Why EDF is read here and not with wfdb: wfdb 4.3.1's rdrecord does not open .edf files, and
 # wfdb.io.convert.edf.read_edf resamples a file with mixed rates (every PSG: ECG 125 Hz, SaO2 1 Hz, ...) to
@@ -55,11 +55,7 @@ class EDFHeader:
 
     def find(self, names: Sequence[str]) -> int | None:
         """Index of the first signal whose label equals one of ``names`` (case-insensitive), in ``names`` order."""
-        labels = [label.strip().lower() for label in self.labels]
-        for name in names:
-            if name.strip().lower() in labels:
-                return labels.index(name.strip().lower())
-        return None
+        return find_channel(self.labels, names)
 
 
 def read_edf_header(path: str | os.PathLike, record_id: str | None = None) -> EDFHeader:
@@ -138,12 +134,6 @@ def read_edf_header(path: str | os.PathLike, record_id: str | None = None) -> ED
     return header
 
 
-def _mv_scale(unit: str) -> float | None:
-    """Factor from ``unit`` to mV (``None`` when it is not a voltage)."""
-    u = unit.strip().replace("\u00b5", "u").replace("\u03bc", "u").lower()
-    return {"uv": 1e-3, "mv": 1.0, "v": 1e3}.get(u)
-
-
 def read_edf_signal(path: str | os.PathLike, index: int, header: EDFHeader | None = None,
                     record_id: str | None = None) -> np.ndarray:
     """The physical values of signal ``index`` of an EDF file (float64, in the header's unit).
@@ -173,9 +163,21 @@ def read_edf_signal(path: str | os.PathLike, index: int, header: EDFHeader | Non
     return (digital.astype(np.float64) - dmin) * ((pmax - pmin) / (dmax - dmin)) + pmin
 
 
-def mv_scale(unit: str) -> float | None:
-    """Factor from an EDF physical dimension to mV (``uV``/``µV`` 1e-3, ``mV`` 1, ``V`` 1e3), ``None`` if unknown."""
-    return _mv_scale(unit)
+def read_edf_channel(path: str | os.PathLike, index: int, header: EDFHeader | None = None,
+                     record_id: str | None = None) -> np.ndarray:
+    """Signal ``index`` of an EDF file in mV (float64): :func:`read_edf_signal` scaled by its physical dimension.
+
+    Raises:
+        RecordError: ``bad_signal`` when the signal's unit is not a voltage (uV, mV or V: then it is not an ECG,
+            e.g. SaO2 in %), or :func:`read_edf_signal`'s errors.
+    """
+    header = header or read_edf_header(path, record_id)
+    dim = header.physical_dimension[index]
+    scale = mv_scale(dim)
+    if scale is None:
+        raise RecordError(record_id or Path(path).stem, "bad_signal", f"{Path(path).name}: channel "
+                          f"{header.labels[index].strip()!r} has unit {dim!r}, not a voltage (uV, mV or V): is it the ECG?")
+    return read_edf_signal(path, index, header, record_id) * scale
 
 
 def read_edf(path: str | os.PathLike, channels: list[str] | None = None, record_id: str | None = None) -> ECGRecord:
@@ -185,13 +187,13 @@ def read_edf(path: str | os.PathLike, channels: list[str] | None = None, record_
     they must share one sampling rate (a PSG's ECG does not share its rate with SaO2 or EEG: name it).
 
     Raises:
-        RecordError: for an unreadable file, no voltage channel, a named channel that is absent, or
-            channels with different sampling rates.
+        RecordError: for an unreadable file, no voltage channel, a named channel that is absent or not in a
+            voltage unit (it would be fed to the model as mV), or channels with different sampling rates.
     """
     header = read_edf_header(path, record_id)
     rid = record_id or Path(path).stem
     if channels is None:
-        idx = [i for i, u in enumerate(header.physical_dimension) if _mv_scale(u) is not None]
+        idx = [i for i, u in enumerate(header.physical_dimension) if mv_scale(u) is not None]
         if not idx:
             raise RecordError(rid, "bad_signal", f"no channel in volts among {header.labels}")
     else:
@@ -204,6 +206,5 @@ def read_edf(path: str | os.PathLike, channels: list[str] | None = None, record_
         named = {header.labels[i]: header.sampling_rate(i) for i in idx}
         raise RecordError(rid, "bad_signal", f"EDF channels with different sampling rates {named}: select the ECG "
                           "channels (channels=[...])")
-    signal = np.stack([read_edf_signal(path, i, header, rid) * (_mv_scale(header.physical_dimension[i]) or 1.0)
-                       for i in idx])
+    signal = np.stack([read_edf_channel(path, i, header, rid) for i in idx])  # a named non-voltage channel: bad_signal
     return ECGRecord(signal, float(rates.pop()), [header.labels[i] for i in idx], record_id=rid)

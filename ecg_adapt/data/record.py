@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,67 @@ class ECGRecord:
         return self.signal.shape[1] / self.sampling_rate
 
 
+def mv_scale(unit: str) -> float | None:
+    """Factor from a voltage unit to mV (``uV``/``µV`` 1e-3, ``mV`` 1, ``V`` 1e3), ``None`` when it is not one."""
+    u = unit.strip().replace("\u00b5", "u").replace("\u03bc", "u").lower()
+    return {"uv": 1e-3, "microvolt": 1e-3, "mv": 1.0, "v": 1e3}.get(u)
+
+
 def _units_to_mv(units: list[str] | None, signal: np.ndarray) -> np.ndarray:
-    """Scale leads recorded in µV/V to mV (WFDB headers may say 'mV', 'mv', 'uV' ...)."""
+    """Scale leads recorded in µV/V to mV (WFDB headers may say 'mV', 'mv', 'uV' ...); a lead whose unit is
+    missing or not a voltage is kept as it is."""
     if not units:
         return signal
-    scale = np.ones(signal.shape[0])
-    for i, u in enumerate(units):
-        u = (u or "").strip().lower()
-        if u in ("uv", "µv", "microvolt"):
-            scale[i] = 1e-3
-        elif u == "v":
-            scale[i] = 1e3
+    scale = np.array([mv_scale(u or "") or 1.0 for u in units])
     return signal * scale[:, None]
+
+
+def find_channel(labels: Sequence[str], names: Sequence[str]) -> int | None:
+    """Index of the first of ``labels`` equal to one of ``names`` (case-insensitive, blanks stripped), trying
+    ``names`` in order (a PSG's ECG is found by its label, e.g. ``["ECG", "EKG"]``); ``None`` when none is there."""
+    lowered = [label.strip().lower() for label in labels]
+    for name in names:
+        if name.strip().lower() in lowered:
+            return lowered.index(name.strip().lower())
+    return None
+
+
+def read_wfdb_header(path: str | os.PathLike, record_id: str | None = None) -> wfdb.Record:
+    """The parsed header of a WFDB record (``path`` without extension).
+
+    Raises:
+        RecordError: ``missing_file`` (no ``.hea``) or ``corrupt_header``.
+    """
+    path = Path(path)
+    rid = record_id or path.name
+    hea = path.with_name(path.name + ".hea")
+    if not hea.exists():
+        raise RecordError(rid, "missing_file", f"no header {hea}")
+    try:
+        return wfdb.rdheader(str(path))
+    except Exception as e:  # wfdb raises many types for malformed headers
+        raise RecordError(rid, "corrupt_header", f"{type(e).__name__}: {e}") from e
+
+
+def read_wfdb_channel(path: str | os.PathLike, index: int, record_id: str | None = None) -> np.ndarray:
+    """Signal ``index`` of a WFDB record, alone (the others are not read), as float64 in mV.
+
+    Raises:
+        RecordError: ``missing_file``, ``unreadable`` (a short or corrupt signal file) or ``bad_signal`` (its
+            unit is not uV, mV or V).
+    """
+    path = Path(path)
+    rid = record_id or path.name
+    try:
+        rec = wfdb.rdrecord(str(path), channels=[index])
+    except FileNotFoundError as e:
+        raise RecordError(rid, "missing_file", str(e)) from e
+    except Exception as e:  # wfdb raises ValueError etc. for a short or corrupt .dat
+        raise RecordError(rid, "unreadable", f"{type(e).__name__}: {e}") from e
+    scale = mv_scale(rec.units[0] if rec.units else "mV")
+    if scale is None:
+        raise RecordError(rid, "bad_signal", f"{path.name}: ECG unit {rec.units[0]!r} is not uV, mV or V")
+    return rec.p_signal[:, 0].astype(np.float64) * scale
 
 
 def read_wfdb(path: str | os.PathLike, record_id: str | None = None) -> ECGRecord:

@@ -66,8 +66,8 @@ import wfdb
 
 from ..tasks.task import ClassificationTask
 from .base import OnError, SkipReport, register_source
-from .edf import EDFHeader, _mv_scale, read_edf_header, read_edf_signal
-from .record import ECGRecord, RecordError
+from .edf import EDFHeader, read_edf_channel, read_edf_header, read_edf_signal
+from .record import ECGRecord, RecordError, find_channel, read_wfdb_channel, read_wfdb_header
 
 logger = logging.getLogger(__name__)
 
@@ -525,14 +525,8 @@ class SlpDB(SleepStagingSource):
 
     def _index(self, record: str) -> SleepRecording:
         path = self.root / record
-        if not path.with_suffix(".hea").exists():
-            raise RecordError(record, "missing_file", f"no header {path}.hea")
-        try:
-            header = wfdb.rdheader(str(path))
-        except Exception as e:  # wfdb raises many types for malformed headers
-            raise RecordError(record, "corrupt_header", f"{type(e).__name__}: {e}") from e
-        names = [n.strip().lower() for n in (header.sig_name or [])]
-        channel = next((names.index(c.lower()) for c in self.ecg_channels if c.lower() in names), None)
+        header = read_wfdb_header(path, record)  # missing_file / corrupt_header
+        channel = find_channel(header.sig_name or [], self.ecg_channels)
         if channel is None:
             raise RecordError(record, "missing_ecg", f"no signal named {self.ecg_channels} (signals: {header.sig_name})")
         st = path.with_suffix(".st")
@@ -581,17 +575,7 @@ class SlpDB(SleepStagingSource):
         return rec
 
     def _read_ecg(self, recording: SleepRecording) -> np.ndarray:
-        path = self.root / recording.record
-        try:
-            rec = wfdb.rdrecord(str(path), channels=[recording.meta["channel_index"]])
-        except FileNotFoundError as e:
-            raise RecordError(recording.record, "missing_file", str(e)) from e
-        except Exception as e:  # wfdb raises ValueError etc. for a short or corrupt .dat
-            raise RecordError(recording.record, "unreadable", f"{type(e).__name__}: {e}") from e
-        scale = _mv_scale(rec.units[0] if rec.units else "mV")
-        if scale is None:
-            raise RecordError(recording.record, "bad_signal", f"ECG unit {rec.units[0]!r} is not uV, mV or V")
-        return rec.p_signal[:, 0].astype(np.float64) * scale
+        return read_wfdb_channel(self.root / recording.record, recording.meta["channel_index"], recording.record)
 
 
 # ------------------------------------------------------------------------------------------------ NSRR
@@ -772,14 +756,7 @@ class NSRRSleep(SleepStagingSource):
         return placed
 
     def _read_ecg(self, recording: SleepRecording) -> np.ndarray:
-        edf = Path(recording.meta["edf"])
-        header = read_edf_header(edf, recording.record)
-        channel = recording.meta["channel_index"]
-        scale = _mv_scale(header.physical_dimension[channel])
-        if scale is None:
-            raise RecordError(recording.record, "bad_signal", f"{edf.name}: ECG unit "
-                              f"{header.physical_dimension[channel]!r} is not uV, mV or V")
-        return read_edf_signal(edf, channel, header, recording.record) * scale
+        return read_edf_channel(recording.meta["edf"], recording.meta["channel_index"], record_id=recording.record)
 
 
 def open_slpdb(path: str | os.PathLike, **kwargs: Any) -> SlpDB:

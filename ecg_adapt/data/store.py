@@ -60,8 +60,12 @@ from .cache import (
     _remove_stale_builds,
     default_cache_dir,
     explain_nothing_cached,
+    files_digest,
     input_files_digest,
+    key_digest,
     process_unit,
+    processor_key_config,
+    publish_build,
 )
 from .record import RecordError
 
@@ -90,32 +94,19 @@ def store_dtype(processor: ECGProcessor) -> np.dtype:
     return np.dtype(np.float16) if any(s.get("name") == "normalize" for s in processor.steps) else np.dtype(np.float32)
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def store_key(source: RecordSource, processor: ECGProcessor, quality: QualityThresholds) -> str:
     """The key of a store (see the module docstring); the recordings' own files key each recording."""
-    proc = processor.to_dict()
-    proc.pop("feature_extractor_type", None)
-    return _digest({"version": STORE_FORMAT_VERSION, "source": source.fingerprint(), "processor": proc,
-                    "quality": quality.to_dict()})
+    return key_digest({"version": STORE_FORMAT_VERSION, "source": source.fingerprint(),
+                       "processor": processor_key_config(processor), "quality": quality.to_dict()})
 
 
 def recording_key(source: Any, record: str, exclude: list[Path]) -> str:
     """The key of one recording inside a store: its files' paths, sizes and modification times."""
     if hasattr(source, "recording_files"):
-        h = hashlib.sha256()
-        for f in source.recording_files(record):
-            try:
-                st = os.stat(f)
-                h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except FileNotFoundError:
-                h.update(f"{f}\0missing\n".encode())
-        files = h.hexdigest()
+        files = files_digest(source.recording_files(record))
     else:  # a source that cannot say which files a recording has: any change to its files rebuilds every one
         files = input_files_digest(source, exclude)
-    return _digest({"record": record, "files": files})
+    return key_digest({"record": record, "files": files})
 
 
 def _safe_name(record: str) -> str:
@@ -241,12 +232,7 @@ def _build_recording(source: Any, record: str, processor: ECGProcessor, quality:
             "format_version": STORE_FORMAT_VERSION, "record": record, "n_epochs": len(units),
             "sampling_rate": float(processor.contract.sampling_rate), "skipped": skipped,
             "processing_notes": dict(notes)})
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / MARKER).exists():  # another process finished first: use theirs
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not publish_build(tmp, final, MARKER):  # another process finished first: use theirs
             meta = json.loads((final / MARKER).read_text())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -474,8 +460,8 @@ def build_store(
     report = {
         "layout": "store",
         "source": source.fingerprint(),
-        "cache_key": _digest({"store": key, "recordings": [r.path.name for r in recordings],
-                              "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest()}),
+        "cache_key": key_digest({"store": key, "recordings": [r.path.name for r in recordings],
+                                 "ids": hashlib.sha256(json.dumps([str(i) for i in ids]).encode()).hexdigest()}),
         "n_requested": len(ids),
         "n_cached": len(ids) - len(skipped),
         "skipped": skipped,

@@ -46,11 +46,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-
-from ..utils import atomic_write
 import pandas as pd
 
 from ..progress import Progress
+from ..utils import atomic_write
 
 __all__ = [
     "CLASS_DESIGN",

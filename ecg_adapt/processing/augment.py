@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -140,7 +141,8 @@ def _add(x: torch.Tensor, noise: torch.Tensor, w: torch.Tensor | None) -> torch.
 class Augmentation(Step):
     """Base class of a training-time augmentation (a :class:`Step` that runs on batches, not records).
 
-    Subclasses implement :meth:`augment` on the windows it was drawn for. ``p`` is the probability that the
+    Subclasses implement :meth:`augment` on the windows it was drawn for (abstract: an augmentation without it
+    cannot be created). ``p`` is the probability that the
     augmentation is applied to a window (drawn independently for every window of the batch).
     """
 
@@ -161,11 +163,11 @@ class Augmentation(Step):
     def check_contract(self, contract: SignalContract) -> None:
         """Raise ``ValueError`` if this augmentation cannot be applied to inputs of ``contract``."""
 
+    @abstractmethod
     def augment(
         self, x: torch.Tensor, valid: torch.Tensor, ctx: BatchContext, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment ``x`` ``(N, leads, T)`` with mask ``valid`` (bool, same shape); return new ``(x, valid)``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement augment")
 
 
 @register_step

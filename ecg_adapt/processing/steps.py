@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar, Literal
@@ -52,13 +53,14 @@ def register_step(cls: type[Step]) -> type[Step]:
 
 
 @dataclass
-class Step:
-    """Base class of a processing step."""
+class Step(ABC):
+    """Base class of a processing step (a subclass that does not implement :meth:`__call__` cannot be created)."""
 
     name: ClassVar[str] = ""
 
-    def __call__(self, state: SignalState) -> SignalState:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__")
+    @abstractmethod
+    def __call__(self, state: SignalState) -> SignalState:
+        """Apply the step to ``state``; return the new state."""
 
     def to_dict(self) -> dict[str, Any]:
         params = dataclasses.asdict(self)
