@@ -65,6 +65,7 @@ def test_staging_metrics_and_per_subject_kappa_equal_scikit_learn() -> None:
     assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
     per = [cohen_kappa_score(y[s == k], pred[s == k]) for k in sorted(set(s))]
     assert [m["per_subject"][k]["kappa"] for k in sorted(set(s))] == pytest.approx(per)
+    assert [m["per_subject"][k]["n_epochs"] for k in sorted(set(s))] == [int((s == k).sum()) for k in sorted(set(s))]
     assert m["subject_kappa_mean"] == pytest.approx(np.mean(per))
     assert m["subject_kappa_sd"] == pytest.approx(np.std(per, ddof=1))
     assert (m["subject_kappa_min"], m["subject_kappa_max"]) == pytest.approx((min(per), max(per)))

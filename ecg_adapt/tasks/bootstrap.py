@@ -75,6 +75,19 @@ def _resample_indices(n: int, members: list[np.ndarray] | None, rng: np.random.G
     return np.concatenate([members[g] for g in picked])
 
 
+def group_rows(groups: Sequence | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted distinct groups and the row indices of each (one sort, not one scan of all rows per group).
+
+    Example:
+        >>> codes, rows = group_rows(["b", "a", "b"])
+        >>> codes.tolist(), [r.tolist() for r in rows]
+        (['a', 'b'], [[1], [0, 2]])
+    """
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return codes, np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
+
+
 def _group_members(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndarray] | None:
     """The row indices of each group (``None``: rows are the resampling unit)."""
     if groups is None:
@@ -82,10 +95,7 @@ def _group_members(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndar
     groups = np.asarray(groups)
     if groups.shape[0] != n:
         raise ValueError(f"groups has {groups.shape[0]} entries but there are {n} test rows")
-    codes, inverse = np.unique(groups, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1]
-    return np.split(order, bounds)
+    return group_rows(groups)[1]
 
 
 def _as_float(value) -> float | None:
