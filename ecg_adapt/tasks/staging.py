@@ -226,9 +226,4 @@ def format_staging_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def is_staging_task(task: Any) -> bool:
-    """Whether a task is scored like sleep staging (single-label, Cohen's kappa its primary metric)."""
-    return getattr(task, "primary_metric", None) == "kappa" and not getattr(task, "multi_label", True)
-
-
-__all__ = ["format_staging_report", "is_staging_task", "staging_intervals", "staging_metrics"]
+__all__ = ["format_staging_report", "staging_intervals", "staging_metrics"]
