@@ -181,7 +181,7 @@ class RegressionTask(_SplitScoring):
     Example:
         >>> task = RegressionTask("ptbxl/age", ["age"], units={"age": "years"})
         >>> task.encode([[61.0], [float("nan")]]).tolist()
-        [[61.0, nan]]
+        [[61.0], [nan]]
     """
 
     name: str
