@@ -51,7 +51,7 @@ from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
 from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, fit_logistic_probe, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
-from .selection import BestTracker, load_best, save_best
+from .selection import BestTracker, load_best, save_best, selection_value
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -485,11 +485,7 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                                              tr.eval_aggregation)
         # staging: subject_kappa_mean etc. can select the model too
         m = {"loss": vloss, **task.split_metrics(labels, probs, subjects=_subjects_of(source, task, ids))}
-        if metric_name not in m or isinstance(m[metric_name], (dict, list, str)):
-            scalars = [k for k, v in m.items() if isinstance(v, (int, float)) or v is None]
-            raise RecipeError(f"training.metric_for_best_model {metric_name!r} is not a scalar validation metric of "
-                              f"task {task.name!r}{did_you_mean(metric_name, scalars)}; available: {sorted(scalars)}")
-        value = m[metric_name]
+        value = selection_value(m, metric_name, task.name)
         improved = tracker.update(value, progress.global_step, epoch)
         progress.best = tracker.to_dict()
         progress.history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss,
