@@ -75,6 +75,18 @@ def _resample_indices(n: int, members: list[np.ndarray] | None, rng: np.random.G
     return np.concatenate([members[g] for g in picked])
 
 
+def record_groups(unit_ids: Sequence[object]) -> list[str]:
+    """The record of every evaluation unit, the resampling unit of test intervals: units of long recordings are
+    ``"<record>/<index>"`` (an epoch or window of that record, not independent of its neighbours); any other id
+    is a record itself.
+
+    Example:
+        >>> record_groups(["slp01/0", "slp01/1", "HR00001"])
+        ['slp01', 'slp01', 'HR00001']
+    """
+    return [str(u).split("/", 1)[0] for u in unit_ids]
+
+
 def group_rows(groups: Sequence | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """The sorted distinct groups and the row indices of each (one sort, not one scan of all rows per group).
 

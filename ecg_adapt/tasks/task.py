@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .bootstrap import MIN_SUPPORT, Interval, metric_intervals, support_warnings
+from .bootstrap import MIN_SUPPORT, Interval, metric_intervals, record_groups, support_warnings
 from .metrics import multilabel_metrics, regression_metrics, single_label_metrics, tune_thresholds
 from .staging import staging_intervals, staging_metrics
 
@@ -52,7 +52,7 @@ class _SplitScoring:
         Units of long recordings are ``"<record>/<index>"``: whole records are resampled, never windows of one
         record; sleep staging resamples whole subjects (a subject's nights together). Thresholds stay fixed.
         """
-        groups = [str(r).split("/", 1)[0] for r in unit_ids]
+        groups = record_groups(unit_ids)
         info: dict[str, Any] = {"level": level, "n_resamples": n_resamples, "unit": "record",
                                 "n_records": len(set(groups)), "method": "percentile"}
         if self.scored_per_subject:
