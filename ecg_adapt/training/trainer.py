@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
+from ..tasks.bootstrap import record_groups
 from ..tasks.subset import stratified_subset
 from ..tasks.task import RegressionTask, Task, per_class_summary
 from ..tasks.windows import aggregate_windows
@@ -219,7 +219,7 @@ def _subjects_of(source: Any, task: Task, unit_ids: list[Any]) -> list[str] | No
         return None
     if hasattr(source, "subject_of"):
         return [str(source.subject_of(str(u))) for u in unit_ids]
-    return [str(u).split("/", 1)[0] for u in unit_ids]
+    return record_groups(unit_ids)
 
 
 def _windows_per_unit(cache: Any) -> int:
