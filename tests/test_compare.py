@@ -61,6 +61,19 @@ def test_clearly_better_run_ranks_first_alone_and_close_runs_tie(tmp_path):
     assert csv_lines[0].startswith("rank,run,path,metric") and len(csv_lines) == 4
 
 
+def test_epochs_of_one_recording_are_resampled_together(tmp_path):
+    from ecg_adapt.tasks.bootstrap import bootstrap_interval
+    from ecg_adapt.tasks.metrics import multilabel_metrics
+
+    y = _truth(360)
+    ids = np.array([f"night{i // 60}/{i % 60:02d}" for i in range(360)])  # 6 recordings of 60 epochs
+    row = compare_runs([_run(tmp_path, "a", y, noise=1.0, seed=1, ids=ids)], n_resamples=100).rows[0]
+    score = load_predictions(tmp_path / "a" / "predictions" / "test.npz").y_score
+    nights = [u.split("/")[0] for u in ids]
+    expected = bootstrap_interval(lambda r: multilabel_metrics(y[r], score[r], LABELS)["macro_auroc"], 360, nights, 100)
+    assert (row.metric.low, row.metric.high) == pytest.approx((expected.low, expected.high))
+
+
 def test_only_shared_records_are_scored(tmp_path):
     y = _truth(300)
     a = _run(tmp_path, "a", y, noise=1.0, seed=1)

@@ -104,6 +104,9 @@ def test_the_probe_refuses_regression_frames_and_an_empty_grid() -> None:
     frames = SimpleNamespace(**{**vars(s), "embeddings": torch.zeros(20, 4, 16)})
     with pytest.raises(ValueError, match="pooled"):
         fit_logistic_probe(frames, frames, ClassificationTask("t", ["a", "b", "c"]), "macro_auroc", True, GRID)
+    # a metric the task does not report fails, naming the key (it used to pick the grid's first C silently)
+    with pytest.raises(RecipeError, match="metric_for_best_model 'macro_aurc'.*did you mean 'macro_auroc'"):
+        fit_logistic_probe(s, s, ClassificationTask("t", ["a", "b", "c"]), "macro_aurc", True, GRID)
 
 
 def test_recipe_keys_of_the_probe_are_checked_by_name() -> None:

@@ -32,6 +32,7 @@ from ecg_adapt.processing import ECGProcessor
 from ecg_adapt.tasks.bootstrap import metric_intervals
 from ecg_adapt.tasks.metrics import single_label_metrics
 from ecg_adapt.tasks.staging import format_staging_report, staging_intervals, staging_metrics
+from ecg_adapt.tasks.task import ClassificationTask
 from ecg_adapt.tasks.windows import aggregate_windows
 from ecg_adapt.training import Recipe, RecipeError, recipes_dir, train
 
@@ -65,6 +66,7 @@ def test_staging_metrics_and_per_subject_kappa_equal_scikit_learn() -> None:
     assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
     per = [cohen_kappa_score(y[s == k], pred[s == k]) for k in sorted(set(s))]
     assert [m["per_subject"][k]["kappa"] for k in sorted(set(s))] == pytest.approx(per)
+    assert [m["per_subject"][k]["n_epochs"] for k in sorted(set(s))] == [int((s == k).sum()) for k in sorted(set(s))]
     assert m["subject_kappa_mean"] == pytest.approx(np.mean(per))
     assert m["subject_kappa_sd"] == pytest.approx(np.std(per, ddof=1))
     assert (m["subject_kappa_min"], m["subject_kappa_max"]) == pytest.approx((min(per), max(per)))
@@ -87,6 +89,27 @@ def test_staging_intervals_resample_subjects_not_epochs() -> None:
     assert mean.estimate == pytest.approx(staging_metrics(y, p, s, STAGES)["subject_kappa_mean"])
     assert mean.low < mean.estimate < mean.high
     assert {"per_class_f1/W", "macro_f1", "accuracy"} <= set(subject)
+
+
+def test_a_staging_task_scores_a_split_per_subject_and_other_tasks_per_record() -> None:
+    y, p, s = scored_nights(n_subjects=4, epochs=20)
+    units = [f"night{i // 20}/{i % 20}" for i in range(len(y))]  # one night per subject here
+    staging = ClassificationTask("sleep", STAGES, "single_label_classification", primary_metric="kappa")
+    assert staging.split_metrics(y, p, subjects=list(s)) == {**single_label_metrics(y, p, STAGES),
+                                                              **staging_metrics(y, p, s, STAGES)}
+    cis, info = staging.split_intervals(y, p, None, units, list(s), n_resamples=50, level=0.9, seed=3)
+    expected = staging_intervals(y, p, s, STAGES, n_resamples=50, level=0.9, seed=3)
+    assert {k: (v.low, v.high) for k, v in cis.items()} == {k: (v.low, v.high) for k, v in expected.items()}
+    assert info == {"level": 0.9, "n_resamples": 50, "unit": "subject", "n_records": 4, "method": "percentile",
+                    "n_subjects": 4}
+    with pytest.raises(ValueError, match="subject"):
+        staging.split_intervals(y, p, None, units, None, n_resamples=5, level=0.9, seed=3)
+    plain = ClassificationTask("stages", STAGES, "single_label_classification", primary_metric="macro_f1")
+    assert "per_subject" not in plain.split_metrics(y, p, subjects=list(s))
+    cis, info = plain.split_intervals(y, p, None, units, None, n_resamples=50, level=0.9, seed=3)
+    expected = metric_intervals(lambda a, b: single_label_metrics(a, b, STAGES), y, p, [u.split("/")[0] for u in units],
+                                n_resamples=50, level=0.9, seed=3)
+    assert cis == expected and info["unit"] == "record" and info["n_records"] == 4 and "n_subjects" not in info
 
 
 def test_the_report_names_staging_metrics_by_their_real_names() -> None:

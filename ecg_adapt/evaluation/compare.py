@@ -30,6 +30,7 @@ from ..tasks.bootstrap import (
     PairedDifference,
     bootstrap_interval,
     paired_bootstrap_difference,
+    record_groups,
 )
 from ..tasks.metrics import lower_is_better, multilabel_metrics, regression_metrics, single_label_metrics
 from .predictions import PREDICTIONS_DIR, Predictions, load_predictions
@@ -167,8 +168,10 @@ def compare_runs(
     if any(not np.array_equal(p.y_true, preds[0].y_true, equal_nan=True) for p in preds[1:]):  # NaN: a missing target
         raise ValueError("the runs disagree on the labels of shared records: they used different label sources")
     n = len(shared)
+    # Resample whole records, as the trainer's test intervals do: the epochs of one night are not independent.
+    groups = record_groups(shared)
     scores = [
-        bootstrap_interval(lambda rows, p=p: metric_value(p, metric, rows), n, None, n_resamples, level, seed) for p in preds
+        bootstrap_interval(lambda rows, p=p: metric_value(p, metric, rows), n, groups, n_resamples, level, seed) for p in preds
     ]
     if all(s.estimate is None for s in scores):
         raise ValueError(f"{metric!r} is undefined on the shared test records")
@@ -183,7 +186,7 @@ def compare_runs(
         if (i, j) not in cache:
             cache[(i, j)] = paired_bootstrap_difference(
                 lambda rows: metric_value(preds[i], metric, rows), lambda rows: metric_value(preds[j], metric, rows),
-                n, None, n_resamples, level, seed)
+                n, groups, n_resamples, level, seed)
         return cache[(i, j)]
 
     # Tied-rank groups: walk down the sorted runs; a run opens a new group when it is significantly worse than

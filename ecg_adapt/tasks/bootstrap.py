@@ -75,6 +75,31 @@ def _resample_indices(n: int, members: list[np.ndarray] | None, rng: np.random.G
     return np.concatenate([members[g] for g in picked])
 
 
+def record_groups(unit_ids: Sequence[object]) -> list[str]:
+    """The record of every evaluation unit, the resampling unit of test intervals: units of long recordings are
+    ``"<record>/<index>"`` (an epoch or window of that record, not independent of its neighbours); any other id
+    is a record itself.
+
+    Example:
+        >>> record_groups(["slp01/0", "slp01/1", "HR00001"])
+        ['slp01', 'slp01', 'HR00001']
+    """
+    return [str(u).split("/", 1)[0] for u in unit_ids]
+
+
+def group_rows(groups: Sequence | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted distinct groups and the row indices of each (one sort, not one scan of all rows per group).
+
+    Example:
+        >>> codes, rows = group_rows(["b", "a", "b"])
+        >>> codes.tolist(), [r.tolist() for r in rows]
+        (['a', 'b'], [[1], [0, 2]])
+    """
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return codes, np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
+
+
 def _group_members(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndarray] | None:
     """The row indices of each group (``None``: rows are the resampling unit)."""
     if groups is None:
@@ -82,10 +107,7 @@ def _group_members(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndar
     groups = np.asarray(groups)
     if groups.shape[0] != n:
         raise ValueError(f"groups has {groups.shape[0]} entries but there are {n} test rows")
-    codes, inverse = np.unique(groups, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1]
-    return np.split(order, bounds)
+    return group_rows(groups)[1]
 
 
 def _as_float(value) -> float | None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score
 
-from .bootstrap import Interval, _scalar_metrics, bootstrap_intervals
+from .bootstrap import Interval, _scalar_metrics, bootstrap_intervals, group_rows
 from .metrics import confusion_matrix_metrics
 
 
@@ -42,13 +42,6 @@ def _kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float | No
     if len(observed) < 2:
         return None
     return float(cohen_kappa_score(y_true, y_pred, labels=list(range(n_classes))))
-
-
-def _subject_rows(subjects: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
-    """The sorted subjects and the row indices of each (one sort, not one scan of all rows per subject)."""
-    codes, inverse = np.unique(subjects, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    return [str(c) for c in codes], np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
 
 
 def staging_metrics(
@@ -122,11 +115,11 @@ def staging_metrics(
     if len(subjects) != len(y_true):
         raise ValueError(f"{len(subjects)} subject ids for {len(y_true)} epochs")
     per_subject: dict[str, dict[str, Any]] = {}
-    for s, sel in zip(*_subject_rows(subjects)):
-        per_subject[s] = {
-            "n_epochs": int(sel.sum()),
-            "accuracy": float((y_pred[sel] == y_true[sel]).mean()),
-            "kappa": _kappa(y_true[sel], y_pred[sel], n_classes),
+    for s, rows in zip(*group_rows(subjects)):
+        per_subject[str(s)] = {
+            "n_epochs": len(rows),
+            "accuracy": float((y_pred[rows] == y_true[rows]).mean()),
+            "kappa": _kappa(y_true[rows], y_pred[rows], n_classes),
         }
     kappas = [v["kappa"] for v in per_subject.values() if v["kappa"] is not None]
     accs = [v["accuracy"] for v in per_subject.values()]
@@ -177,7 +170,7 @@ def staging_intervals(
     sizes = np.bincount(code, minlength=len(codes))
     y_pred = y_prob.argmax(axis=1)
     kappa = np.array([np.nan if (k := _kappa(y_true[rows], y_pred[rows], n_classes)) is None else k
-                      for rows in _subject_rows(subjects)[1]])
+                      for rows in group_rows(subjects)[1]])
     defined = np.isfinite(kappa)
     per_subject_cm = np.zeros((len(codes), n_classes, n_classes))
     np.add.at(per_subject_cm, (code, y_true, y_pred), 1)
@@ -233,9 +226,4 @@ def format_staging_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def is_staging_task(task: Any) -> bool:
-    """Whether a task is scored like sleep staging (single-label, Cohen's kappa its primary metric)."""
-    return getattr(task, "primary_metric", None) == "kappa" and not getattr(task, "multi_label", True)
-
-
-__all__ = ["format_staging_report", "is_staging_task", "staging_intervals", "staging_metrics"]
+__all__ = ["format_staging_report", "staging_intervals", "staging_metrics"]

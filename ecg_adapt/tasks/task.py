@@ -14,15 +14,61 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .bootstrap import MIN_SUPPORT, support_warnings
+from .bootstrap import MIN_SUPPORT, Interval, metric_intervals, record_groups, support_warnings
 from .metrics import multilabel_metrics, regression_metrics, single_label_metrics, tune_thresholds
+from .staging import staging_intervals, staging_metrics
 
 ProblemType = Literal["multi_label_classification", "single_label_classification"]
 RegressionLoss = Literal["mse", "l1"]
 
 
+class _SplitScoring:
+    """How a task scores a whole evaluation split (what ``metrics.json`` reports), shared by both task kinds.
+
+    Sleep staging (a single-label task whose primary metric is Cohen's kappa) is also scored per subject
+    (confusion matrix, per-subject kappa: :func:`~ecg_adapt.tasks.staging.staging_metrics`) and its intervals
+    resample subjects; every other task resamples records. The trainer asks the task instead of branching on it.
+    """
+
+    @property
+    def scored_per_subject(self) -> bool:
+        """Whether :meth:`split_metrics` and :meth:`split_intervals` need each unit's subject (sleep staging)."""
+        return not self.multi_label and self.primary_metric == "kappa"  # type: ignore[attr-defined]
+
+    def split_metrics(self, y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None = None,
+                      subjects: list[str] | None = None) -> dict[str, Any]:
+        """:meth:`metrics`, with the staging metrics (confusion matrix, per-subject kappa) where
+        :attr:`scored_per_subject`; ``subjects`` gives each row's subject (``None``: no per-subject part)."""
+        m = self.metrics(y_true, scores, thresholds)  # type: ignore[attr-defined]
+        if self.scored_per_subject:
+            m.update(staging_metrics(y_true, scores, subjects, self.labels))  # type: ignore[attr-defined]
+        return m
+
+    def split_intervals(self, y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None,
+                        unit_ids: list[Any], subjects: list[str] | None, n_resamples: int, level: float,
+                        seed: int) -> tuple[dict[str, Interval], dict[str, Any]]:
+        """Percentile bootstrap intervals of the split's metrics and what they were drawn over (``ci_info``).
+
+        Units of long recordings are ``"<record>/<index>"``: whole records are resampled, never windows of one
+        record; sleep staging resamples whole subjects (a subject's nights together). Thresholds stay fixed.
+        """
+        groups = record_groups(unit_ids)
+        info: dict[str, Any] = {"level": level, "n_resamples": n_resamples, "unit": "record",
+                                "n_records": len(set(groups)), "method": "percentile"}
+        if self.scored_per_subject:
+            if subjects is None:
+                raise ValueError(f"Task {self.name!r} resamples subjects: pass the subject of every row")  # type: ignore[attr-defined]
+            cis = staging_intervals(y_true, scores, subjects, self.labels, n_resamples=n_resamples,  # type: ignore[attr-defined]
+                                    level=level, seed=seed)
+            info.update(unit="subject", n_subjects=len(set(subjects)))
+        else:
+            cis = metric_intervals(lambda y, p: self.metrics(y, p, thresholds), y_true, scores, groups,  # type: ignore[attr-defined]
+                                   n_resamples=n_resamples, level=level, seed=seed)
+        return cis, info
+
+
 @dataclass
-class ClassificationTask:
+class ClassificationTask(_SplitScoring):
     """A classification task: what the labels are and how predictions are scored.
 
     ``problem_type`` uses transformers' names. Multi-label tasks score with sigmoid probabilities (macro
@@ -122,7 +168,7 @@ class ClassificationTask:
 
 
 @dataclass
-class RegressionTask:
+class RegressionTask(_SplitScoring):
     """A regression task: continuous targets (age, any numeric column), one output per target.
 
     ``labels`` are the target names (``["age"]``); ``encode`` gives a float ``(records, targets)`` matrix with NaN
@@ -135,7 +181,7 @@ class RegressionTask:
     Example:
         >>> task = RegressionTask("ptbxl/age", ["age"], units={"age": "years"})
         >>> task.encode([[61.0], [float("nan")]]).tolist()
-        [[61.0, nan]]
+        [[61.0], [nan]]
     """
 
     name: str

@@ -42,6 +42,7 @@ from ..data.cache import DATA_FILE, REPORT_FILE, ECGCache, WindowDataset
 from ..models.classifier import ECGClassifier, ECGClassifierOutput, head_loss_and_logits
 from ..progress import Progress
 from ..utils import atomic_folder
+from .selection import selection_value
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +354,9 @@ def fit_logistic_probe(
         scikit-learn pipeline.
 
     Raises:
-        ValueError: regression tasks, attention-pooled (frame) embeddings, or an empty grid.
+        ValueError: regression tasks, attention-pooled (frame) embeddings, or an empty grid; a ``metric`` the
+            task does not report (a :class:`~ecg_adapt.training.recipe.RecipeError` naming
+            ``training.metric_for_best_model``).
     """
     from ..tasks.windows import aggregate_windows
 
@@ -384,7 +387,7 @@ def fit_logistic_probe(
         probs = aggregate_windows(window_probs, validation.row_record, method=aggregation,
                                   n_records=validation.n_records)[present]
         m = task.metrics(y_val, probs)
-        value = m.get(metric)
+        value = selection_value(m, metric, task.name)  # an unknown metric is an error, not "C[0] by default"
         history.append({"C": float(c), f"val_{metric}": value, "val_" + task.primary_metric: m.get(task.primary_metric)})
         if value is None or not np.isfinite(value):
             continue

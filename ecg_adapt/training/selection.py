@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..tasks.metrics import lower_is_better
-from ..utils import atomic_folder
+from ..utils import atomic_folder, did_you_mean
+from .recipe import RecipeError
 
 BEST_DIR = "best"
 _WEIGHTS = "model.safetensors"
@@ -92,6 +93,20 @@ class BestTracker:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BestTracker":
         return cls(**d)
+
+
+def selection_value(metrics: dict[str, Any], name: str, task_name: str) -> float | None:
+    """The value of the validation metric a model (or a probe's ``C``) is selected on: ``metrics[name]``.
+
+    Raises:
+        RecipeError: ``name`` is not a scalar of ``metrics`` (``training.metric_for_best_model`` named, with the
+            scalars there are), so a typo fails at the first evaluation instead of never selecting anything.
+    """
+    if name not in metrics or isinstance(metrics[name], (dict, list, str)):
+        scalars = [k for k, v in metrics.items() if isinstance(v, (int, float)) or v is None]
+        raise RecipeError(f"training.metric_for_best_model {name!r} is not a scalar validation metric of "
+                          f"task {task_name!r}{did_you_mean(name, scalars)}; available: {sorted(scalars)}")
+    return metrics[name]
 
 
 def selection_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -20,10 +20,8 @@ import inspect
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +43,15 @@ from ..models.registry import load_backbone, load_processor
 from ..processing.processor import ECGProcessor
 from ..processing.steps import Window
 from ..progress import Progress, quiet_library_bars
+from ..tasks.bootstrap import record_groups
 from ..tasks.subset import stratified_subset
 from ..tasks.task import RegressionTask, Task, per_class_summary
 from ..tasks.windows import aggregate_windows
 from ..utils import atomic_write_text, did_you_mean, flatten_dict
 from ..evaluation.predictions import PREDICTIONS_DIR, Predictions, save_predictions
-from ..tasks.bootstrap import metric_intervals
-from ..tasks.staging import is_staging_task, staging_intervals, staging_metrics
 from .embeddings import EmbeddingDataset, HeadOnly, build_embedding_cache, fit_logistic_probe, model_inputs
 from .checkpoints import CheckpointManager, TrainingDivergedError, check_finite_loss, prepare_output_dir
-from .selection import BestTracker, load_best, save_best
+from .selection import BestTracker, load_best, save_best, selection_value
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("ecg_adapt.train")
@@ -215,11 +212,14 @@ def evaluate(
     return record_probs[present], labels, float(torch.cat(losses).mean()), [dataset.record_ids[i] for i in present]
 
 
-def _subjects_of(source: Any, unit_ids: list[Any]) -> list[str]:
-    """The subject of every unit (``source.subject_of``), or its recording where the source knows no subjects."""
+def _subjects_of(source: Any, task: Task, unit_ids: list[Any]) -> list[str] | None:
+    """The subject of every unit (``source.subject_of``), or its recording where the source knows no subjects;
+    ``None`` for a task that is not scored per subject (:attr:`~ecg_adapt.tasks.task.ClassificationTask.scored_per_subject`)."""
+    if not task.scored_per_subject:
+        return None
     if hasattr(source, "subject_of"):
         return [str(source.subject_of(str(u))) for u in unit_ids]
-    return [str(u).split("/", 1)[0] for u in unit_ids]
+    return record_groups(unit_ids)
 
 
 def _windows_per_unit(cache: Any) -> int:
@@ -228,7 +228,7 @@ def _windows_per_unit(cache: Any) -> int:
     return int(window.max()) + 1 if len(window) else 1
 
 
-def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]], task: ClassificationTask,
+def _context_datasets(recipe: Recipe, cache: Any, split_ids: dict[str, list[Any]], task: Task,
                       label_sets: Any, input_shape: tuple[int, ...]) -> tuple[dict[str, ContextWindowDataset], int]:
     """Each split's windows with ``model.context_epochs`` epochs of neighbours on each side, and that context in
     windows (``context_epochs * W``, ``W`` windows per epoch)."""
@@ -483,14 +483,9 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         """Evaluate on validation, track the best evaluation (saving its weights), and say whether to stop."""
         probs, labels, vloss, ids = evaluate(model, val_loader, datasets["validation"], task, accelerator,
                                              tr.eval_aggregation)
-        m = {"loss": vloss, **task.metrics(labels, probs)}
-        if is_staging_task(task):  # subject_kappa_mean etc. can select the model too
-            m.update(staging_metrics(labels, probs, _subjects_of(source, ids), task.labels))
-        if metric_name not in m or isinstance(m[metric_name], (dict, list, str)):
-            scalars = [k for k, v in m.items() if isinstance(v, (int, float)) or v is None]
-            raise RecipeError(f"training.metric_for_best_model {metric_name!r} is not a scalar validation metric of "
-                              f"task {task.name!r}{did_you_mean(metric_name, scalars)}; available: {sorted(scalars)}")
-        value = m[metric_name]
+        # staging: subject_kappa_mean etc. can select the model too
+        m = {"loss": vloss, **task.split_metrics(labels, probs, subjects=_subjects_of(source, task, ids))}
+        value = selection_value(m, metric_name, task.name)
         improved = tracker.update(value, progress.global_step, epoch)
         progress.best = tracker.to_dict()
         progress.history.append({"epoch": epoch, "step": progress.global_step, "val_loss": vloss,
@@ -599,27 +594,14 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
     thresholds = task.tune_thresholds(val_labels, val_probs)
     test_probs, test_labels, test_loss, test_ids = evaluate(model, test_loader, datasets["test"], task, accelerator,
                                                             tr.eval_aggregation)
-    staging = is_staging_task(task)
-    test_subjects = _subjects_of(source, test_ids) if staging else None
-    test_metrics = {"loss": test_loss, **task.metrics(test_labels, test_probs, thresholds)}
-    if staging:  # + the confusion matrix and per-subject kappa (mean, SD, min, max), as staging papers report
-        test_metrics.update(staging_metrics(test_labels, test_probs, test_subjects, task.labels))
-    if tr.bootstrap_resamples and accelerator.is_main_process:
-        # Units of long recordings are "<record>/<index>": resample whole records, never windows of one record;
-        # staging resamples whole subjects (a subject's nights together).
-        groups = [str(r).split("/", 1)[0] for r in test_ids]
-        if staging:
-            cis = staging_intervals(test_labels, test_probs, test_subjects, task.labels,
-                                    n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
-        else:
-            cis = metric_intervals(partial(task.metrics, thresholds=thresholds), test_labels, test_probs, groups,
-                                   n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
+    # staging adds the confusion matrix and per-subject kappa (mean, SD, min, max), as staging papers report
+    test_subjects = _subjects_of(source, task, test_ids)
+    test_metrics = {"loss": test_loss, **task.split_metrics(test_labels, test_probs, thresholds, test_subjects)}
+    if tr.bootstrap_resamples and accelerator.is_main_process:  # over records (staging: subjects)
+        cis, ci_info = task.split_intervals(test_labels, test_probs, thresholds, test_ids, test_subjects,
+                                            n_resamples=tr.bootstrap_resamples, level=tr.confidence_level, seed=tr.seed)
         test_metrics["ci"] = {k: {"low": v.low, "high": v.high} for k, v in cis.items() if v.low is not None}
-        test_metrics["ci_info"] = {"level": tr.confidence_level, "n_resamples": tr.bootstrap_resamples,
-                                   "unit": "subject" if staging else "record", "n_records": len(set(groups)),
-                                   "method": "percentile"}
-        if staging:
-            test_metrics["ci_info"]["n_subjects"] = len(set(test_subjects))
+        test_metrics["ci_info"] = ci_info
     if task.problem_type != "regression":  # one readable entry per class: its name beside its id, AUROC [CI], F1
         test_metrics["per_class"] = per_class_summary(test_metrics, task.labels, test_labels, task.label_names)
     warnings_ = task.support_warnings(test_labels)
@@ -631,11 +613,10 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
         "task": task.name,
         "labels": task.labels,
         "label_names": getattr(task, "label_names", {}),  # SNOMED CT codes -> abbreviations (CinC); {} otherwise
-        "validation": {"loss": val_loss, **task.metrics(val_labels, val_probs, thresholds),
-                       **(staging_metrics(val_labels, val_probs, _subjects_of(source, val_ids), task.labels)
-                          if staging else {})},
+        "validation": {"loss": val_loss, **task.split_metrics(val_labels, val_probs, thresholds,
+                                                              _subjects_of(source, task, val_ids))},
         "test": test_metrics,
-        "primary_metric": task.primary_metric,
+        "primary_metric": task.primary_metric,  # what a sweep table or `compare` reports by default
         "selection": selection,
         "adaptation": recipe.adaptation.method,
         "trainable_parameters": params.trainable,
@@ -649,7 +630,6 @@ def _train(recipe: Recipe, handlers: list[logging.Handler], run_info: dict[str, 
                  "source_problems": source_report.by_reason if source_report is not None else {},
                  "records": {s: ds.n_records - len(ds.missing_records) for s, ds in datasets.items()}},
     }
-    metrics["primary_metric"] = task.primary_metric  # what a sweep table or `compare` reports by default
     if task.problem_type == "regression":  # records without a target value: kept, masked, and counted here
         metrics["data"]["records_without_target"] = {s: {t: int(np.isnan(ds.labels[:, c]).sum()) for c, t in enumerate(task.labels)}
                                                      for s, ds in datasets.items()}
