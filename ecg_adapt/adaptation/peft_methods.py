@@ -547,11 +547,31 @@ class ResidualInitLoraModel(PeftModel):
         self._initial_adapter = {k: v.detach().clone() for k, v in state.items() if ".lora_A." in k or ".lora_B." in k}
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save as a plain LoRA adapter of rank ``2r`` relative to the unmodified backbone."""
-        if kwargs.get("selected_adapters") not in (None, ["default"]) or list(self.peft_config) != ["default"]:
-            raise NotImplementedError("A PiSSA/OLoRA model is saved with its single 'default' adapter only")
+        """Save as a plain LoRA adapter of rank ``2r`` relative to the unmodified backbone.
+
+        Raises:
+            ValueError: an option whose save this conversion does not handle (checked before anything is
+                written): ``selected_adapters`` other than ``["default"]`` or a second adapter,
+                ``safe_serialization=False``, peft's own ``path_initial_model_for_weight_conversion`` (its
+                conversion and this one would both apply), a ``rank_pattern``/``alpha_pattern``.
+        """
+        if list(self.peft_config) != ["default"]:
+            raise ValueError(f"A PiSSA/OLoRA model is saved with its single 'default' adapter only; this one has "
+                             f"the adapters {list(self.peft_config)}")
+        if kwargs.get("selected_adapters") not in (None, ["default"]):
+            raise ValueError(f"selected_adapters={kwargs['selected_adapters']!r}: a PiSSA/OLoRA model is saved with its "
+                             "single 'default' adapter only")
         if not kwargs.get("safe_serialization", True):
-            raise NotImplementedError("A PiSSA/OLoRA model is saved as safetensors only")
+            raise ValueError("safe_serialization=False: a PiSSA/OLoRA model is saved as safetensors only (the "
+                             "conversion rewrites adapter_model.safetensors)")
+        if kwargs.get("path_initial_model_for_weight_conversion") is not None:
+            raise ValueError("path_initial_model_for_weight_conversion: this model already saves its adapter converted "
+                             "to a plain LoRA on the original weights (head kept); peft's conversion on top would "
+                             "convert it twice. Leave it out.")
+        for key in ("rank_pattern", "alpha_pattern"):
+            if getattr(self.peft_config["default"], key, None):
+                raise ValueError(f"{key}={getattr(self.peft_config['default'], key)!r}: per-module ranks/alphas are "
+                                 "not converted by PiSSA/OLoRA saving; use one r and alpha for every target")
         super().save_pretrained(str(save_directory), **kwargs)
         if not kwargs.get("is_main_process", True):
             return  # peft wrote nothing on this rank
@@ -574,9 +594,6 @@ class ResidualInitLoraModel(PeftModel):
         cfg["r"] *= 2
         cfg["lora_alpha"] *= math.sqrt(2) if cfg.get("use_rslora") else 2  # keeps alpha/r (alpha/sqrt(r) for rsLoRA)
         cfg["init_lora_weights"] = True
-        for key in ("rank_pattern", "alpha_pattern"):
-            if cfg.get(key):
-                raise NotImplementedError(f"{key} is not supported with PiSSA/OLoRA saving")
         config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
