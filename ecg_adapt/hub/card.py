@@ -138,13 +138,19 @@ def hub_license_id(text: str) -> str:
     return slug
 
 
+def named_release(name: str) -> dict[str, Any] | None:
+    """The released variant ``name`` names: a registry name (``ecgfounder-12lead``), or the hub repository of its
+    original release (``PKUDigitalHealth/ECGFounder``: the repository's default release, its first listed variant)."""
+    from ..models.pretrained import find_variant, variants_in_repo
+
+    return find_variant(name) or next(iter(variants_in_repo(name)), None)
+
+
 def registry_entry(base_model: str) -> dict[str, Any] | None:
     """The released variant (``FAMILIES[...].released_variants``) that ``base_model`` names: a registry name
     (``ecgfounder-12lead``), the hub repository of its original release (``PKUDigitalHealth/ECGFounder``: the
     repository's default release, its first listed variant), or a hub id its ``weights`` field links to."""
-    from ..models.pretrained import find_variant, variants_in_repo
-
-    named = find_variant(base_model) or next(iter(variants_in_repo(base_model)), None)
+    named = named_release(base_model)
     if named is not None:
         return named
     wanted = base_model.strip().lower().rstrip("/")

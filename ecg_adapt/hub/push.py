@@ -43,7 +43,7 @@ from safetensors import safe_open
 
 from .._version import __version__
 from .errors import HubError
-from .card import CARD_NAME, RUN_FILES, build_model_card
+from .card import CARD_NAME, RUN_FILES, build_model_card, named_release
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +66,11 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _registry_release(name: str | None) -> dict[str, Any] | None:
-    """The registry release ``name`` names (a registry name or an original hub repository), if any."""
+    """The registry release ``name`` names (a registry name or an original hub repository), if any; a local
+    folder of that name is a folder."""
     if not name or Path(name).expanduser().exists():
         return None
-    from ..models.pretrained import find_variant, variants_in_repo
-
-    return find_variant(name) or next(iter(variants_in_repo(name)), None)
-
-
-def find_variant_name(name: str | None) -> str | None:
-    """The registry name ``name`` is (case-insensitive), or ``None`` (a repository id, a folder, ...)."""
-    from ..models.pretrained import find_variant
-
-    variant = find_variant(name) if name else None
-    return variant["name"] if variant else None
+    return named_release(name)
 
 
 def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
@@ -97,7 +88,9 @@ def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
         variant = given or trained
         if given is not None and trained is not None and given["name"] != trained["name"]:
             # base_model names the repository that holds the release the run was trained on: keep that file
-            if find_variant_name(base_model) is None and (trained.get("release") or {}).get("repo_id") == \
+            from ..models.pretrained import find_variant
+
+            if find_variant(str(base_model)) is None and (trained.get("release") or {}).get("repo_id") == \
                     (given.get("release") or {}).get("repo_id"):
                 variant = trained
             else:
