@@ -225,16 +225,17 @@ def _stage_merged(model_dir: Path, recorded: str | None, base_model: str, out: P
     merged = merge_for_deployment(model)
     merged.adaptation_config = dataclasses.replace(config, method="full")  # type: ignore[attr-defined]
     processor = ECGProcessor.from_pretrained(str(model_dir))
+    # task.json (the tuned thresholds) is saved with the model, so that its completion marker lists it.
+    task_file = model_dir / "task.json"
+    extra = {task_file.name: task_file.read_text()} if task_file.exists() else None
     staging = Path(tempfile.mkdtemp(prefix="ecg_adapt_merge_"))
     try:
-        saved = save_adapted(merged, staging / "merged", processor)
+        saved = save_adapted(merged, staging / "merged", processor, extra_files=extra)
         for p in saved.iterdir():
             if p.is_file() and p.name != CARD_NAME:
                 shutil.copy2(p, out / p.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if (model_dir / "task.json").exists():
-        shutil.copy2(model_dir / "task.json", out / "task.json")
     # What the run trained (the merged model is loaded frozen, so a fresh count would say 0).
     trained = _read_json(model_dir / "adaptation_config.json").get("trainable_parameters")
     if trained is not None:
