@@ -103,7 +103,8 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -608,13 +609,21 @@ def apply_peft(clf: ECGClassifier, config: AdaptationConfig) -> nn.Module:
         model = ResidualInitLoraModel(clf, peft_config)
         model.remember_initial_adapter()
         return model
+    with _boft_fallback_warnings_silenced(peft_config):
+        return PeftModel(clf, peft_config)
+
+
+@contextmanager
+def _boft_fallback_warnings_silenced(peft_config: PeftConfig) -> Iterator[None]:
+    """peft tries to build its CUDA butterfly kernel for every BOFT model and warns that it falls back to factor 1
+    when it cannot: irrelevant when factor 1 was asked for (check() refuses the other case when the kernel cannot
+    be built), so the two warnings are silenced then and only then (a saved factor > 1 loaded without the kernel
+    keeps them: they say why it does not load as trained)."""
     with warnings.catch_warnings():
-        if config.method == "boft" and config.boft_n_butterfly_factor == 1:
-            # peft tries to build its CUDA butterfly kernel for every BOFT model and warns that it falls back to
-            # factor 1 when it cannot: irrelevant when factor 1 was asked for (check() refuses the other case).
+        if getattr(peft_config, "boft_n_butterfly_factor", None) == 1:
             warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")
             warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
-        return PeftModel(clf, peft_config)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -695,9 +704,7 @@ def load_peft_adapted(clf: ECGClassifier, folder: str | os.PathLike, is_trainabl
     else:  # the earlier layout: keys relative to the classifier, head in the adapter file
         state = dict(saved)
     config.inference_mode = not is_trainable
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")  # BOFT, see apply_peft
-        warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
+    with _boft_fallback_warnings_silenced(config):
         model = PeftModel(clf, config)
     # save_embedding_layers=False: these backbones have no vocabulary, and peft's "auto" would look the base model's
     # config up on the Hub (a network request while loading, even with a local backbone given).
