@@ -163,14 +163,16 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     if present:
         raise HubError(f"A {method} push must not contain the backbone weights, but the folder holds {present}")
     from ..adaptation import get_method
+    from ..adaptation.core import SEQUENCE_WEIGHTS_NAME, TRAINED_WEIGHTS_NAME
+    from ..adaptation.peft_methods import HEAD_WEIGHTS_NAME
 
     claims = get_method(method).claims
-    keys = _tensor_names(folder / "adapter_model.safetensors")
+    keys = _tensor_names(folder / TRAINED_WEIGHTS_NAME)
     foreign = [k for k in keys if not claims(k)]
-    head_file = folder / "head.safetensors"  # peft methods: the head beside the adapter (peft_methods.HEAD_WEIGHTS_NAME)
+    head_file = folder / HEAD_WEIGHTS_NAME  # peft methods: the head beside the adapter
     if head_file.exists():
         foreign += [k for k in _tensor_names(head_file) if not k.startswith("classifier.")]
-    sequence_file = folder / "sequence_model.safetensors"  # adaptation.core.SEQUENCE_WEIGHTS_NAME
+    sequence_file = folder / SEQUENCE_WEIGHTS_NAME
     if sequence_file.exists():
         foreign += [k for k in _tensor_names(sequence_file) if not k.startswith("context_encoder.")]
     if foreign:
