@@ -365,6 +365,25 @@ def test_base_changing_inits_reload_on_the_unmodified_backbone(init: str, backbo
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_base_changing_init_refuses_save_options_it_cannot_convert_before_writing(backbone_dirs: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    model = adapt(_classifier(backbone_dirs["st_mem"]), "lora", init_lora_weights="olora")
+    refused = {
+        "selected_adapters": {"selected_adapters": ["other"]},
+        "safe_serialization": {"safe_serialization": False},
+        # peft's own PiSSA/OLoRA conversion on top of this one would convert the adapter twice
+        "path_initial_model_for_weight_conversion": {"path_initial_model_for_weight_conversion": str(tmp_path / "init")},
+    }
+    for name, kwargs in refused.items():
+        with pytest.raises(ValueError, match=name):
+            model.save_pretrained(tmp_path / name, **kwargs)
+        assert not (tmp_path / name).exists()  # refused before peft wrote anything
+    model.peft_config["default"].rank_pattern = {"q_proj": 4}
+    with pytest.raises(ValueError, match="rank_pattern"):
+        model.save_pretrained(tmp_path / "pattern")
+    assert not (tmp_path / "pattern").exists()
+
+
 def test_support_matrix_on_the_tiny_families(backbone_dirs: dict[str, Path]) -> None:
     classifiers = {FAMILY_LABEL.get(f, f): _classifier(backbone_dirs[f]) for f in TINY_CONFIGS}
     columns = {**MATRIX_COLUMNS, "oft": {"method": "oft", "r": 2}}  # see VARIANTS

@@ -236,6 +236,8 @@ def test_merged_push_is_a_full_model_that_predicts_like_the_adapter(tiny_run: Ti
                                  license=LICENSE, output_dir=tmp_path / "merged")
     files = {p.name for p in folder.iterdir()}
     assert "model.safetensors" in files and not files & {"adapter_model.safetensors", "adapter_config.json"}
+    # the tuned thresholds are part of the saved model: a merged folder that lost them is refused as incomplete
+    assert "task.json" in json.loads((folder / "model_complete.json").read_text())["files"]
     meta = ModelCard.load(folder / "README.md").data.to_dict()
     assert "merged" in meta["tags"] and meta["base_model_relation"] == "finetune"
     merged = Predictor.from_pretrained(folder)

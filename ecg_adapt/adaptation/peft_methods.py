@@ -103,7 +103,8 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -547,11 +548,31 @@ class ResidualInitLoraModel(PeftModel):
         self._initial_adapter = {k: v.detach().clone() for k, v in state.items() if ".lora_A." in k or ".lora_B." in k}
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save as a plain LoRA adapter of rank ``2r`` relative to the unmodified backbone."""
-        if kwargs.get("selected_adapters") not in (None, ["default"]) or list(self.peft_config) != ["default"]:
-            raise NotImplementedError("A PiSSA/OLoRA model is saved with its single 'default' adapter only")
+        """Save as a plain LoRA adapter of rank ``2r`` relative to the unmodified backbone.
+
+        Raises:
+            ValueError: an option whose save this conversion does not handle (checked before anything is
+                written): ``selected_adapters`` other than ``["default"]`` or a second adapter,
+                ``safe_serialization=False``, peft's own ``path_initial_model_for_weight_conversion`` (its
+                conversion and this one would both apply), a ``rank_pattern``/``alpha_pattern``.
+        """
+        if list(self.peft_config) != ["default"]:
+            raise ValueError(f"A PiSSA/OLoRA model is saved with its single 'default' adapter only; this one has "
+                             f"the adapters {list(self.peft_config)}")
+        if kwargs.get("selected_adapters") not in (None, ["default"]):
+            raise ValueError(f"selected_adapters={kwargs['selected_adapters']!r}: a PiSSA/OLoRA model is saved with its "
+                             "single 'default' adapter only")
         if not kwargs.get("safe_serialization", True):
-            raise NotImplementedError("A PiSSA/OLoRA model is saved as safetensors only")
+            raise ValueError("safe_serialization=False: a PiSSA/OLoRA model is saved as safetensors only (the "
+                             "conversion rewrites adapter_model.safetensors)")
+        if kwargs.get("path_initial_model_for_weight_conversion") is not None:
+            raise ValueError("path_initial_model_for_weight_conversion: this model already saves its adapter converted "
+                             "to a plain LoRA on the original weights (head kept); peft's conversion on top would "
+                             "convert it twice. Leave it out.")
+        for key in ("rank_pattern", "alpha_pattern"):
+            if getattr(self.peft_config["default"], key, None):
+                raise ValueError(f"{key}={getattr(self.peft_config['default'], key)!r}: per-module ranks/alphas are "
+                                 "not converted by PiSSA/OLoRA saving; use one r and alpha for every target")
         super().save_pretrained(str(save_directory), **kwargs)
         if not kwargs.get("is_main_process", True):
             return  # peft wrote nothing on this rank
@@ -574,9 +595,6 @@ class ResidualInitLoraModel(PeftModel):
         cfg["r"] *= 2
         cfg["lora_alpha"] *= math.sqrt(2) if cfg.get("use_rslora") else 2  # keeps alpha/r (alpha/sqrt(r) for rsLoRA)
         cfg["init_lora_weights"] = True
-        for key in ("rank_pattern", "alpha_pattern"):
-            if cfg.get(key):
-                raise NotImplementedError(f"{key} is not supported with PiSSA/OLoRA saving")
         config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
@@ -591,13 +609,21 @@ def apply_peft(clf: ECGClassifier, config: AdaptationConfig) -> nn.Module:
         model = ResidualInitLoraModel(clf, peft_config)
         model.remember_initial_adapter()
         return model
+    with _boft_fallback_warnings_silenced(peft_config):
+        return PeftModel(clf, peft_config)
+
+
+@contextmanager
+def _boft_fallback_warnings_silenced(peft_config: PeftConfig) -> Iterator[None]:
+    """peft tries to build its CUDA butterfly kernel for every BOFT model and warns that it falls back to factor 1
+    when it cannot: irrelevant when factor 1 was asked for (check() refuses the other case when the kernel cannot
+    be built), so the two warnings are silenced then and only then (a saved factor > 1 loaded without the kernel
+    keeps them: they say why it does not load as trained)."""
     with warnings.catch_warnings():
-        if config.method == "boft" and config.boft_n_butterfly_factor == 1:
-            # peft tries to build its CUDA butterfly kernel for every BOFT model and warns that it falls back to
-            # factor 1 when it cannot: irrelevant when factor 1 was asked for (check() refuses the other case).
+        if getattr(peft_config, "boft_n_butterfly_factor", None) == 1:
             warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")
             warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
-        return PeftModel(clf, peft_config)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -678,9 +704,7 @@ def load_peft_adapted(clf: ECGClassifier, folder: str | os.PathLike, is_trainabl
     else:  # the earlier layout: keys relative to the classifier, head in the adapter file
         state = dict(saved)
     config.inference_mode = not is_trainable
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")  # BOFT, see apply_peft
-        warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
+    with _boft_fallback_warnings_silenced(config):
         model = PeftModel(clf, config)
     # save_embedding_layers=False: these backbones have no vocabulary, and peft's "auto" would look the base model's
     # config up on the Hub (a network request while loading, even with a local backbone given).

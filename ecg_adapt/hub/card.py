@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +138,19 @@ def hub_license_id(text: str) -> str:
     return slug
 
 
+def named_release(name: str) -> dict[str, Any] | None:
+    """The released variant ``name`` names: a registry name (``ecgfounder-12lead``), or the hub repository of its
+    original release (``PKUDigitalHealth/ECGFounder``: the repository's default release, its first listed variant)."""
+    from ..models.pretrained import find_variant, variants_in_repo
+
+    return find_variant(name) or next(iter(variants_in_repo(name)), None)
+
+
 def registry_entry(base_model: str) -> dict[str, Any] | None:
     """The released variant (``FAMILIES[...].released_variants``) that ``base_model`` names: a registry name
     (``ecgfounder-12lead``), the hub repository of its original release (``PKUDigitalHealth/ECGFounder``: the
     repository's default release, its first listed variant), or a hub id its ``weights`` field links to."""
-    from ..models.pretrained import find_variant, variants_in_repo
-
-    named = find_variant(base_model) or next(iter(variants_in_repo(base_model)), None)
+    named = named_release(base_model)
     if named is not None:
         return named
     wanted = base_model.strip().lower().rstrip("/")
@@ -342,12 +348,13 @@ def build_model_card(
     if problem_type == "regression":
         task_label = f"ECG regression ({task_name})"
     sequence = config if config.get("model_type") == "ecg_sequence_classifier" else None
-    if _is_staging(metrics):
+    staging = _is_staging(metrics)
+    if staging:
         task_label = f"sleep staging from the ECG ({task_name})"
 
     results, undefined = eval_results(metrics, task_label, dataset_type, f"{dataset_name}, {task_config}", task_config)
     model_name = repo_id.split("/")[-1]
-    tags = (["ecg", family, method] + (["sleep-staging"] if _is_staging(metrics) else [])
+    tags = (["ecg", family, method] + (["sleep-staging"] if staging else [])
             + (["sequence-model"] if sequence else []) + (["merged"] if merged else [])
             + (["synthetic-data"] if synthetic else []))
     relation = "finetune" if (method == "full" or merged) else "adapter"
@@ -414,6 +421,16 @@ def _sequence_summary(sequence: dict[str, Any], task_name: str, labels: list[str
 
 def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if _is_number(v) else "n/a"
+
+
+def _label_table(first: str, labels: list[str], names: dict[str, str],
+                 columns: dict[str, Callable[[str], Any]]) -> list[str]:
+    """A markdown table with one row per label: the label, its name when ``names`` has any (labels that are
+    codes), then each column's value for it."""
+    head = [first, *(["name"] if names else []), *columns]
+    rows = [[label, *([names.get(label, "")] if names else []), *(_fmt(value(label)) for value in columns.values())]
+            for label in labels]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _method_summary(method: str) -> str:
@@ -520,41 +537,36 @@ def _body(*, repo_id: str, base_model: str, hub_base: str, family: str, method: 
     test_auroc, val_auroc = test.get("per_class_auroc") or {}, val.get("per_class_auroc") or {}
     # Labels that are codes (SNOMED CT in CinC) get their abbreviation in a column beside them.
     names = {k: v for k, v in (metrics.get("label_names") or {}).items() if v and v != k}
-    name_head, name_rule = ("name | ", "---|") if names else ("", "")
     if regression:
         out += [
             "## Targets", "",
             ("Records without a target value were left out of the loss and the metrics (not imputed); the model "
              "outputs the targets in their own units (any standardisation is undone by the saved model)."), "",
-            "| target | test MAE | test RMSE | test R² | validation MAE |", "|---|---|---|---|---|",
         ]
-        for label in labels:
-            def per(split: dict[str, Any], name: str) -> Any:
-                return (split.get(f"per_target_{name}") or {}).get(label, split.get(name) if len(labels) == 1 else None)
-            out.append(f"| {label} | {_fmt(per(test, 'mae'))} | {_fmt(per(test, 'rmse'))} | {_fmt(per(test, 'r2'))} "
-                       f"| {_fmt(per(val, 'mae'))} |")
+
+        def per(split: dict[str, Any], name: str) -> Callable[[str], Any]:
+            """A target's value of metric ``name`` (a single target's is the split's own scalar)."""
+            return lambda label: (split.get(f"per_target_{name}") or {}).get(
+                label, split.get(name) if len(labels) == 1 else None)
+
+        out += _label_table("target", labels, {}, {"test MAE": per(test, "mae"), "test RMSE": per(test, "rmse"),
+                                                  "test R²": per(test, "r2"), "validation MAE": per(val, "mae")})
     elif multi_label:
         out += [
             "## Labels and thresholds", "",
             "Decision thresholds were tuned for F1 on the validation split and applied unchanged to test.", "",
-            f"| label | {name_head}threshold | test AUROC | validation AUROC |", f"|---|{name_rule}---|---|---|",
         ]
-        for label in labels:
-            name_cell = f"{names.get(label, '')} | " if names else ""
-            out.append(f"| {label} | {name_cell}{_fmt(thresholds.get(label))} | {_fmt(test_auroc.get(label))} "
-                       f"| {_fmt(val_auroc.get(label))} |")
+        out += _label_table("label", labels, names, {"threshold": thresholds.get, "test AUROC": test_auroc.get,
+                                                     "validation AUROC": val_auroc.get})
     else:
         noun = "stage" if staging else "class"
         out += [
             "## Labels", "",
             f"One {noun} per {'epoch' if sequence is not None else 'record'}: the most probable one (no thresholds).", "",
-            f"| {noun} | {name_head}test F1 | validation F1 | test AUROC (one vs rest) |", f"|---|{name_rule}---|---|---|",
         ]
         test_f1, val_f1 = test.get("per_class_f1") or {}, val.get("per_class_f1") or {}
-        for label in labels:
-            name_cell = f"{names.get(label, '')} | " if names else ""
-            out.append(f"| {label} | {name_cell}{_fmt(test_f1.get(label))} | {_fmt(val_f1.get(label))} "
-                       f"| {_fmt(test_auroc.get(label))} |")
+        out += _label_table(noun, labels, names, {"test F1": test_f1.get, "validation F1": val_f1.get,
+                                                  "test AUROC (one vs rest)": test_auroc.get})
     out.append("")
 
     splits = "folds 1-8 train, 9 validation, 10 test" if data.get("source") == "ptbxl" else "the recipe's splits"

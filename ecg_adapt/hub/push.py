@@ -43,7 +43,7 @@ from safetensors import safe_open
 
 from .._version import __version__
 from .errors import HubError
-from .card import CARD_NAME, RUN_FILES, build_model_card
+from .card import CARD_NAME, RUN_FILES, build_model_card, named_release
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +66,11 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _registry_release(name: str | None) -> dict[str, Any] | None:
-    """The registry release ``name`` names (a registry name or an original hub repository), if any."""
+    """The registry release ``name`` names (a registry name or an original hub repository), if any; a local
+    folder of that name is a folder."""
     if not name or Path(name).expanduser().exists():
         return None
-    from ..models.pretrained import find_variant, variants_in_repo
-
-    return find_variant(name) or next(iter(variants_in_repo(name)), None)
-
-
-def find_variant_name(name: str | None) -> str | None:
-    """The registry name ``name`` is (case-insensitive), or ``None`` (a repository id, a folder, ...)."""
-    from ..models.pretrained import find_variant
-
-    variant = find_variant(name) if name else None
-    return variant["name"] if variant else None
+    return named_release(name)
 
 
 def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
@@ -97,7 +88,9 @@ def resolve_base_model(recorded: str | None, base_model: str | None) -> str:
         variant = given or trained
         if given is not None and trained is not None and given["name"] != trained["name"]:
             # base_model names the repository that holds the release the run was trained on: keep that file
-            if find_variant_name(base_model) is None and (trained.get("release") or {}).get("repo_id") == \
+            from ..models.pretrained import find_variant
+
+            if find_variant(str(base_model)) is None and (trained.get("release") or {}).get("repo_id") == \
                     (given.get("release") or {}).get("repo_id"):
                 variant = trained
             else:
@@ -170,14 +163,16 @@ def _check_adapter_only(folder: Path, method: str) -> None:
     if present:
         raise HubError(f"A {method} push must not contain the backbone weights, but the folder holds {present}")
     from ..adaptation import get_method
+    from ..adaptation.core import SEQUENCE_WEIGHTS_NAME, TRAINED_WEIGHTS_NAME
+    from ..adaptation.peft_methods import HEAD_WEIGHTS_NAME
 
     claims = get_method(method).claims
-    keys = _tensor_names(folder / "adapter_model.safetensors")
+    keys = _tensor_names(folder / TRAINED_WEIGHTS_NAME)
     foreign = [k for k in keys if not claims(k)]
-    head_file = folder / "head.safetensors"  # peft methods: the head beside the adapter (peft_methods.HEAD_WEIGHTS_NAME)
+    head_file = folder / HEAD_WEIGHTS_NAME  # peft methods: the head beside the adapter
     if head_file.exists():
         foreign += [k for k in _tensor_names(head_file) if not k.startswith("classifier.")]
-    sequence_file = folder / "sequence_model.safetensors"  # adaptation.core.SEQUENCE_WEIGHTS_NAME
+    sequence_file = folder / SEQUENCE_WEIGHTS_NAME
     if sequence_file.exists():
         foreign += [k for k in _tensor_names(sequence_file) if not k.startswith("context_encoder.")]
     if foreign:
@@ -232,16 +227,17 @@ def _stage_merged(model_dir: Path, recorded: str | None, base_model: str, out: P
     merged = merge_for_deployment(model)
     merged.adaptation_config = dataclasses.replace(config, method="full")  # type: ignore[attr-defined]
     processor = ECGProcessor.from_pretrained(str(model_dir))
+    # task.json (the tuned thresholds) is saved with the model, so that its completion marker lists it.
+    task_file = model_dir / "task.json"
+    extra = {task_file.name: task_file.read_text()} if task_file.exists() else None
     staging = Path(tempfile.mkdtemp(prefix="ecg_adapt_merge_"))
     try:
-        saved = save_adapted(merged, staging / "merged", processor)
+        saved = save_adapted(merged, staging / "merged", processor, extra_files=extra)
         for p in saved.iterdir():
             if p.is_file() and p.name != CARD_NAME:
                 shutil.copy2(p, out / p.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if (model_dir / "task.json").exists():
-        shutil.copy2(model_dir / "task.json", out / "task.json")
     # What the run trained (the merged model is loaded frozen, so a fresh count would say 0).
     trained = _read_json(model_dir / "adaptation_config.json").get("trainable_parameters")
     if trained is not None:

@@ -13,8 +13,8 @@ Why these are written here rather than taken from a library (checked with peft 0
 (the project's research notes, ``peft_accelerate_hub.md``, hold the experiments). Files, as in peft's tuners:
 ``layer.py`` (the adapter modules), ``prompt.py`` (prompt insertion and mask extension), ``model.py``
 (:class:`AdaptedModel`), and this module (the methods' checks and registration).
- The methods therefore live here, but
-look like peft from outside: an :class:`AdaptedModel` wraps the :class:`~ecg_adapt.ECGClassifier` and holds named
+
+The methods therefore live here, but look like peft from outside: an :class:`AdaptedModel` wraps the :class:`~ecg_adapt.ECGClassifier` and holds named
 adapters, each with its own copy of the head (as peft's ``modules_to_save``); it has ``add_adapter``,
 ``load_adapter``, ``set_adapter``, ``active_adapter``, ``delete_adapter``, ``disable_adapter()``,
 ``save_pretrained`` (``adapter_config.json`` + ``adapter_model.safetensors`` holding only the trained weights),
