@@ -29,14 +29,6 @@ METHODS = ("lora", "ia3", "loha")
 CASES = [(f, "lora") for f in FAMILIES] + [(f, m) for f in ("hubert_ecg", "st_mem", "ecgfounder") for m in METHODS[1:]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trained_run(family: str, method: str, backbone_dir: Path, run: Path) -> tuple[torch.nn.Module, dict]:
     """Adapt, take two optimiser steps (so every adapter factor is non-trivial), save; return model and batch."""
     torch.manual_seed(1)
