@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -32,7 +31,7 @@ from ecg_adapt.models.hubert_ecg import HubertECGConfig, HubertECGModel, default
 from ecg_adapt.processing import ECGProcessor, SignalContract
 from ecg_adapt.training import Recipe, train
 
-from conftest import SAMPLES, TINY_HUBERT
+from conftest import SAMPLES, TINY_HUBERT, free_port
 from fake_hub import FakeHub
 
 BACKBONE_REPO = "ecg-test/tiny-hubert-ecg"
@@ -114,12 +113,6 @@ def _section(card_text: str, title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", card_text, re.DOTALL | re.MULTILINE)
     assert match, f"no '## {title}' section"
     return match.group(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _probabilities(predictor: Predictor, paths: list[Path]) -> list[dict[str, float]]:
@@ -376,7 +369,7 @@ def test_push_without_a_token_fails_before_any_request(tiny_run: TinyRun, hub: F
 
 def test_push_to_an_unreachable_hub_says_so(tiny_run: TinyRun) -> None:
     before = _digest(tiny_run.run)
-    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(HubError, match="Cannot reach the Hugging Face Hub"):
         push_to_hub(tiny_run.run, "ecg-test/down", base_model=BACKBONE_REPO, token="dummy", license=LICENSE,
                     endpoint=endpoint)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import yaml
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
 from ecg_adapt.training import Recipe, train
+
+from conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +74,6 @@ def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, dat
     assert resumed["test"]["macro_auroc"] == pytest.approx(full["test"]["macro_auroc"], abs=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
     recipe = _recipe(tmp_path, data_root, tiny_backbone_dir, max_steps=3, save_strategy="no")
@@ -89,7 +84,7 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path,
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "ecg_adapt.train", str(path)]
+           "--main_process_port", str(free_port()), "-m", "ecg_adapt.train", str(path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / "run" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
