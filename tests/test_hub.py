@@ -27,11 +27,10 @@ from safetensors.torch import load as load_safetensors_bytes
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
 from ecg_adapt.hub import HubError, build_model_card, from_hub, preflight_push, prepare_push_folder, push_to_hub
 from ecg_adapt.inference import Predictor, find_wfdb_records, read_records
-from ecg_adapt.models.hubert_ecg import HubertECGConfig, HubertECGModel, default_processor_steps
-from ecg_adapt.processing import ECGProcessor, SignalContract
+from ecg_adapt.processing import SignalContract
 from ecg_adapt.training import Recipe, train
 
-from conftest import SAMPLES, TINY_HUBERT, free_port
+from conftest import SAMPLES, free_port
 from fake_hub import FakeHub
 
 BACKBONE_REPO = "ecg-test/tiny-hubert-ecg"
@@ -46,15 +45,11 @@ class TinyRun:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> TinyRun:
     root = tmp_path_factory.mktemp("hub_run")
-    torch.manual_seed(0)
-    backbone = HubertECGModel(HubertECGConfig(**TINY_HUBERT))
-    backbone.save_pretrained(root / "tiny_hubert")
-    ECGProcessor(backbone.config.signal_contract, default_processor_steps()).save_pretrained(root / "tiny_hubert")
     data_root = make_synthetic_ptbxl(root / "synth", n_records=40, progress=False)
     train(Recipe.from_dict({
-        "model": {"model_name_or_path": str(root / "tiny_hubert")},
+        "model": {"model_name_or_path": str(tiny_backbone_dir)},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(root / "cache"), "max_records_per_split": 8},
         "training": {"per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "max_steps": 2,
@@ -68,7 +63,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
                     and Path(h.baseFilename).parent == root / "run"]:
         run_logger.removeHandler(handler)
         handler.close()
-    return TinyRun(run=root / "run", backbone=root / "tiny_hubert", data_root=data_root)
+    return TinyRun(run=root / "run", backbone=tiny_backbone_dir, data_root=data_root)
 
 
 @pytest.fixture(scope="module")
