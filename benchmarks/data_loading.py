@@ -407,17 +407,6 @@ def prepare_slpdb(work: Path, units: int, samples: Path, windows: str) -> Prepar
     return Prepared("slpdb", "epoch: 30 s, ECG of 4 signals @ 250 Hz", ds, ids, processor, naive, ranged, index_s=index_s)
 
 
-# The SHHS-1 EDF montage: label, unit, physical min/max, digital min/max, samples per 1 s data record (the header
-# of NSRR's SHHS-style test EDF in nsrr/edfize, test/edf_test.rb).
-_SHHS1_MONTAGE: tuple[tuple[str, str, float, float, int, int, int], ...] = (
-    ("SaO2", "", 0.0, 100.0, -32768, 32767, 1), ("H.R.", "", 0.0, 250.0, -32768, 32767, 1),
-    ("EEG(sec)", "uV", -125.0, 125.0, -128, 127, 125), ("ECG", "mV", -1.25, 1.25, -128, 127, 125),
-    ("EMG", "uV", -31.25, 31.25, -128, 127, 125), ("EOG(L)", "uV", -125.0, 125.0, -128, 127, 50),
-    ("EOG(R)", "uV", -125.0, 125.0, -128, 127, 50), ("EEG", "uV", -125.0, 125.0, -128, 127, 125),
-    ("THOR RES", "", 1.0, -1.0, -128, 127, 10), ("ABDO RES", "", 1.0, -1.0, -128, 127, 10),
-    ("POSITION", "", 0.0, 3.0, 0, 3, 1), ("LIGHT", "", 0.0, 1.0, 0, 1, 1),
-    ("NEW AIR", "uV", -125.0, 125.0, -128, 127, 10), ("OX stat", "", 0.0, 3.0, 0, 3, 1),
-)
 _NSRR_CONCEPTS = {"W": "Wake|0", "1": "Stage 1 sleep|1", "2": "Stage 2 sleep|2", "3": "Stage 3 sleep|3",
                   "4": "Stage 4 sleep|4", "R": "REM sleep|5"}
 
@@ -439,28 +428,36 @@ def _nsrr_xml(path: Path, stages: list[str]) -> None:
                     + "\n".join(events) + "\n</ScoredEvents>\n</PSGAnnotation>\n")
 
 
-def prepare_shhs(work: Path, units: int, samples: Path, windows: str) -> Prepared:
-    """30 s epochs of SHHS-1-style EDF + NSRR XML nights (ECG at 125 Hz among 14 channels of 1-125 Hz)."""
+def write_shhs_nights(root: Path, night_epochs: list[int], samples: Path, phase_step: int = 0) -> Path:
+    """SHHS-1-style nights under ``root`` (NSRR layout): one EDF of the 14-channel SHHS-1 montage (ECG: record
+    100's MLII at 125 Hz, rolled by ``phase_step`` samples per night; the rest random) and its NSRR XML per entry of
+    ``night_epochs`` (30 s epochs). Returns the EDF folder."""
     edf_writer = _load_edf_writer()
-    root = work / "shhs"
     edf_dir = root / "polysomnography" / "edfs" / "shhs1"
     xml_dir = root / "polysomnography" / "annotations-events-nsrr" / "shhs1"
     edf_dir.mkdir(parents=True, exist_ok=True)
     xml_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for i, n_epochs in enumerate(_split_nights(units, 1080)):  # SHHS nights are about 9 h
+    for i, n_epochs in enumerate(night_epochs):
         seconds = 30 * n_epochs
         channels = []
-        for label, unit, pmin, pmax, dmin, dmax, spr in _SHHS1_MONTAGE:
+        for label, unit, pmin, pmax, dmin, dmax, spr in edf_writer.SHHS1_MONTAGE:
             ch = edf_writer.EDFChannel(label, np.zeros(0, np.int16), spr, unit, pmin, pmax, dmin, dmax)
             if label == "ECG":
-                ch.digital = edf_writer.to_digital(_real_ecg(samples, spr, seconds * spr), ch)
+                ch.digital = edf_writer.to_digital(np.roll(_real_ecg(samples, spr, seconds * spr), phase_step * i), ch)
             else:
                 ch.digital = rng.integers(dmin, dmax + 1, seconds * spr).astype(np.int16)
             channels.append(ch)
         record = f"shhs1-{200001 + i}"
         edf_writer.write_edf(edf_dir / f"{record}.edf", channels)
         _nsrr_xml(xml_dir / f"{record}-nsrr.xml", _night(n_epochs))
+    return edf_dir
+
+
+def prepare_shhs(work: Path, units: int, samples: Path, windows: str) -> Prepared:
+    """30 s epochs of SHHS-1-style EDF + NSRR XML nights (ECG at 125 Hz among 14 channels of 1-125 Hz)."""
+    root = work / "shhs"
+    edf_dir = write_shhs_nights(root, _split_nights(units, 1080), samples)  # SHHS nights are about 9 h
     t = time.perf_counter()
     ds = NSRRSleep(root, cohort="shhs", visit="shhs1", lead_name="II")
     ids = [u for r in ds.recordings for u in ds.epochs_of(r)][:units]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_loading import _SHHS1_MONTAGE, _default_samples, _load_edf_writer, _night, _nsrr_xml, _real_ecg  # noqa: E402
+from data_loading import _default_samples, write_shhs_nights  # noqa: E402
 
 from ecg_adapt.data import ContextWindowDataset, build_cache  # noqa: E402
 from ecg_adapt.data.cache import WindowDataset, make_loader  # noqa: E402
@@ -52,28 +52,9 @@ from ecg_adapt.processing import ECGProcessor  # noqa: E402
 
 def write_nights(root: Path, nights: int, hours: float, samples: Path) -> float:
     """SHHS-1-style EDF + XML nights; returns the recorded hours."""
-    edf_writer = _load_edf_writer()
-    edf_dir = root / "polysomnography" / "edfs" / "shhs1"
-    xml_dir = root / "polysomnography" / "annotations-events-nsrr" / "shhs1"
-    edf_dir.mkdir(parents=True, exist_ok=True)
-    xml_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     n_epochs = int(round(hours * 120))
-    seconds = 30 * n_epochs
-    for i in range(nights):
-        channels = []
-        for label, unit, pmin, pmax, dmin, dmax, spr in _SHHS1_MONTAGE:
-            ch = edf_writer.EDFChannel(label, np.zeros(0, np.int16), spr, unit, pmin, pmax, dmin, dmax)
-            if label == "ECG":
-                ecg = np.roll(_real_ecg(samples, spr, seconds * spr), 1000 * i)  # each night its own phase
-                ch.digital = edf_writer.to_digital(ecg, ch)
-            else:
-                ch.digital = rng.integers(dmin, dmax + 1, seconds * spr).astype(np.int16)
-            channels.append(ch)
-        record = f"shhs1-{200001 + i}"
-        edf_writer.write_edf(edf_dir / f"{record}.edf", channels)
-        _nsrr_xml(xml_dir / f"{record}-nsrr.xml", _night(n_epochs))
-    return nights * seconds / 3600
+    write_shhs_nights(root, [n_epochs] * nights, samples, phase_step=1000)  # each night its own phase
+    return nights * 30 * n_epochs / 3600
 
 
 def folder_bytes(path: Path) -> int:

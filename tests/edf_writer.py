@@ -14,6 +14,19 @@ from pathlib import Path
 import numpy as np
 
 
+# The SHHS-1 EDF montage: label, unit, physical min/max, digital min/max, samples per 1 s data record (the header
+# of NSRR's SHHS-style test EDF in nsrr/edfize, test/edf_test.rb).
+SHHS1_MONTAGE: tuple[tuple[str, str, float, float, int, int, int], ...] = (
+    ("SaO2", "", 0.0, 100.0, -32768, 32767, 1), ("H.R.", "", 0.0, 250.0, -32768, 32767, 1),
+    ("EEG(sec)", "uV", -125.0, 125.0, -128, 127, 125), ("ECG", "mV", -1.25, 1.25, -128, 127, 125),
+    ("EMG", "uV", -31.25, 31.25, -128, 127, 125), ("EOG(L)", "uV", -125.0, 125.0, -128, 127, 50),
+    ("EOG(R)", "uV", -125.0, 125.0, -128, 127, 50), ("EEG", "uV", -125.0, 125.0, -128, 127, 125),
+    ("THOR RES", "", 1.0, -1.0, -128, 127, 10), ("ABDO RES", "", 1.0, -1.0, -128, 127, 10),
+    ("POSITION", "", 0.0, 3.0, 0, 3, 1), ("LIGHT", "", 0.0, 1.0, 0, 1, 1),
+    ("NEW AIR", "uV", -125.0, 125.0, -128, 127, 10), ("OX stat", "", 0.0, 3.0, 0, 3, 1),
+)
+
+
 @dataclass
 class EDFChannel:
     """One signal: its digital samples and the header fields that give them physical meaning."""

@@ -45,17 +45,9 @@ def _inputs(model: torch.nn.Module, family: str, batch: int = 2, seed: int = 0) 
     return x, torch.ones_like(x, dtype=torch.long)
 
 
-@pytest.fixture(scope="module")
-def backbone_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each tiny backbone saved once (adapter saves reload the backbone from its recorded folder)."""
-    return {}
-
-
-def _classifier(family: str, dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, seed: int = 0) -> ECGClassifier:
-    clf = tiny_classifier(family, seed=seed)
-    if family not in dirs:
-        dirs[family] = tmp_path_factory.mktemp(family) / "backbone"
-        clf.backbone.save_pretrained(dirs[family])
+def _classifier(family: str, dirs: dict[str, Path]) -> ECGClassifier:
+    """A tiny classifier whose config names its saved backbone (adapter saves reload the backbone from there)."""
+    clf = tiny_classifier(family)
     clf.config.backbone_name_or_path = str(dirs[family])
     return clf.eval()
 
@@ -77,9 +69,9 @@ def _step(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize(("family", "method"), PAIRS, ids=[f"{f}-{m}" for f, m in PAIRS])
 def test_adapter_starts_as_base_trains_only_claimed_tensors_and_reloads_to_identical_logits(
-    family: str, method: str, backbone_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    family: str, method: str, tiny_backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    clf = _classifier(family, backbone_dirs, tmp_path_factory)
+    clf = _classifier(family, tiny_backbone_dirs)
     x, _ = _inputs(clf, family)
     with torch.no_grad():
         base = clf(input_values=x).logits
@@ -126,11 +118,11 @@ def test_adapter_starts_as_base_trains_only_claimed_tensors_and_reloads_to_ident
     assert set(stored) == {n.replace("adapters.default.", "adapters.", 1) for n in trainable}
     assert all(spec.claims(k) for k in stored)
     meta = json.loads((out / "adapter_config.json").read_text())
-    assert meta["method"] == config.method and meta["base_model_name_or_path"] == str(backbone_dirs[family])
+    assert meta["method"] == config.method and meta["base_model_name_or_path"] == str(tiny_backbone_dirs[family])
     assert "ecg_adapt_version" in meta
     with torch.no_grad():
         trained = model(input_values=x).logits
-        reloaded = load_adapted(out, backbone_name_or_path=str(backbone_dirs[family]))(input_values=x).logits
+        reloaded = load_adapted(out, backbone_name_or_path=str(tiny_backbone_dirs[family]))(input_values=x).logits
     assert torch.equal(trained, reloaded)
     assert not torch.allclose(trained, start)  # and the training did change the function
 
@@ -149,10 +141,10 @@ def _randomise(adapter: torch.nn.Module, seed: int) -> None:
     ("merl_resnet", "conv", "conv"),
 ])
 def test_two_adapters_switch_and_a_mixed_batch_equals_per_adapter_runs_row_by_row(
-    family: str, first: str, second: str, backbone_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+    family: str, first: str, second: str, tiny_backbone_dirs: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    model = AdaptedModel(_classifier(family, backbone_dirs, tmp_path_factory), _config(first), adapter_name="a")
+    model = AdaptedModel(_classifier(family, tiny_backbone_dirs), _config(first), adapter_name="a")
     model.add_adapter("b", _config(second))
     _randomise(model.adapters["a"], 1)
     _randomise(model.adapters["b"], 2)
@@ -173,7 +165,7 @@ def test_two_adapters_switch_and_a_mixed_batch_equals_per_adapter_runs_row_by_ro
     # Each adapter saved and loaded alone on a fresh classifier gives the same logits as switching to it.
     model.save_pretrained(tmp_path / "both", selected_adapters=["a", "b"])
     for name, expected in (("a", logits_a), ("b", logits_b)):
-        alone = AdaptedModel.from_pretrained(_classifier(family, backbone_dirs, tmp_path_factory), tmp_path / "both" / name)
+        alone = AdaptedModel.from_pretrained(_classifier(family, tiny_backbone_dirs), tmp_path / "both" / name)
         with torch.no_grad():
             assert torch.equal(alone(input_values=x).logits, expected)
 
@@ -200,9 +192,9 @@ def test_two_adapters_switch_and_a_mixed_batch_equals_per_adapter_runs_row_by_ro
 
 
 def test_merge_and_unload_says_why_the_adapters_cannot_be_folded(
-    backbone_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    tiny_backbone_dirs: dict[str, Path]
 ) -> None:
-    model = adapt(_classifier("st_mem", backbone_dirs, tmp_path_factory), _config("houlsby"))
+    model = adapt(_classifier("st_mem", tiny_backbone_dirs), _config("houlsby"))
     with pytest.raises(UnsupportedAdaptationError, match="houlsby_adapter cannot be merged.*non-linear"):
         model.merge_and_unload()
     assert not get_method("prompt_tuning").mergeable and not get_method("conv_adapter").mergeable
@@ -305,9 +297,9 @@ def test_prompts_never_attend_padded_tokens_in_conv_front_end_families(family: s
 
 
 def test_adapter_folder_from_another_family_is_a_clear_error(
-    backbone_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    tiny_backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = adapt(_classifier("st_mem", backbone_dirs, tmp_path_factory), _config("pfeiffer"))
+    model = adapt(_classifier("st_mem", tiny_backbone_dirs), _config("pfeiffer"))
     model.save_pretrained(tmp_path / "st_mem_adapter")
     other = AdaptedModel(tiny_classifier("merl_vit"))
     with pytest.raises(ValueError, match="trained on a st_mem backbone; this one is merl/vit"):

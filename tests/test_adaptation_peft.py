@@ -69,16 +69,6 @@ FAMILY_LABEL = {name: family_key(tiny_backbone(name)) for name in TINY_CONFIGS}
 LABELS = ["a", "b", "c"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Tiny models run faster on one thread: measured 0.02 s vs 1.3 s per HuBERT-ECG training step with 2 threads
-    on the shared 2-core machine, where the threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every tiny backbone saved like a converted release (config, safetensors, processor), once per module."""

@@ -30,7 +30,6 @@ from ecg_adapt.models.ecg_cpc import (
 from ecg_adapt.models.ecg_cpc.convert import plain
 from ecg_adapt.processing import ECGProcessor
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(FAMILY.tiny_configs["ecg_cpc"])
 

@@ -30,7 +30,6 @@ from ecg_adapt.models.ecg_fm import (
 )
 from ecg_adapt.processing import ECGProcessor
 
-torch.set_num_threads(1)
 
 OLD_STYLE = "ecg_fm_small_pretrained.pt"
 NEW_STYLE = "ecg_fm_small_pretrained_parametrizations.pt"

@@ -28,7 +28,6 @@ from ecg_adapt.models.ecg_jepa import (
 from ecg_adapt.models.registry import load_backbone, load_processor
 from ecg_adapt.processing import ECGProcessor
 
-torch.set_num_threads(1)
 
 CKPT = "ecg_jepa_small_random_epoch100.pth"
 TINY = dict(ecg_jepa.FAMILY.tiny_configs["ecg_jepa"])

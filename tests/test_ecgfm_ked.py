@@ -27,7 +27,6 @@ from ecg_adapt.models.ecgfm_ked import (
 from ecg_adapt.models.registry import get_family, released_variants
 from ecg_adapt.processing import ECGProcessor
 
-torch.set_num_threads(1)
 
 CKPT = "best_valid_all_increase_with_augment_epoch_3_small_random.pt"
 CONTRACTS = {"original": ("", KED_ORIGINAL_CONTRACT), "benchmark": ("_benchmark", KED_BENCHMARK_CONTRACT)}

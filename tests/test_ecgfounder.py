@@ -26,7 +26,6 @@ from ecg_adapt.models.ecgfounder import (
 )
 from ecg_adapt.processing import ECGProcessor
 
-torch.set_num_threads(1)
 
 # (folder under golden/ecgfounder, checkpoint file, contract)
 VARIANTS = {

@@ -14,18 +14,10 @@ import torch
 from ecg_adapt.data import open_source
 from ecg_adapt.data.cache import REPORT_FILE
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.evaluation.predictions import load_predictions
 from ecg_adapt.models.classifier import ECGClassifier
 from ecg_adapt.training import Recipe, train
 from ecg_adapt.training import embeddings as emb_module
-
-from conftest import TINY_HUBERT
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +71,13 @@ def _embedding_dirs(cache: Path) -> list[Path]:
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 def test_cached_probe_equals_reencoding_probe_and_never_runs_the_backbone_in_training(
-        tmp_path: Path, data_root: Path, backbone_dir: Path, monkeypatch: pytest.MonkeyPatch, pooling: str) -> None:
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch, pooling: str) -> None:
     counter = _CountBackbone(monkeypatch)
-    slow = train(_recipe(tmp_path / "slow", tmp_path / "cache", data_root, backbone_dir, pooling, embedding_cache=False))
+    slow = train(_recipe(tmp_path / "slow", tmp_path / "cache", data_root, tiny_backbone_dir, pooling, embedding_cache=False))
     slow_calls = counter.calls
     assert slow_calls > 0 and counter.embedding_builds == 0
     counter.calls = 0
-    fast = train(_recipe(tmp_path / "fast", tmp_path / "cache", data_root, backbone_dir, pooling))
+    fast = train(_recipe(tmp_path / "fast", tmp_path / "cache", data_root, tiny_backbone_dir, pooling))
     assert counter.embedding_builds == 1
     # every backbone call of the cached run is the one-off encoding; training and evaluation never call it
     assert counter.calls == counter.encode_calls > 0
@@ -100,10 +92,10 @@ def test_cached_probe_equals_reencoding_probe_and_never_runs_the_backbone_in_tra
 
 
 def test_saved_model_of_the_cached_path_predicts_what_the_run_evaluated(
-        tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
     from ecg_adapt.inference import Predictor
 
-    train(_recipe(tmp_path / "run", tmp_path / "cache", data_root, backbone_dir))
+    train(_recipe(tmp_path / "run", tmp_path / "cache", data_root, tiny_backbone_dir))
     saved = load_predictions(tmp_path / "run" / "predictions" / "test.npz")
     source = open_source("ptbxl", data_root)
     ids = [i for i in source.split_ids(source.task("superdiagnostic"), "test")[:16]]
@@ -116,17 +108,17 @@ def test_saved_model_of_the_cached_path_predicts_what_the_run_evaluated(
 
 
 def test_cache_is_reused_and_rebuilt_when_the_backbone_weights_change(
-        tmp_path: Path, data_root: Path, backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = _CountBackbone(monkeypatch)
-    train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, backbone_dir))
+    train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, tiny_backbone_dir))
     first = _embedding_dirs(tmp_path / "cache")
     counter.calls = 0
-    train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, backbone_dir))
+    train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, tiny_backbone_dir))
     assert counter.calls == 0  # reused: not one backbone call
     assert _embedding_dirs(tmp_path / "cache") == first
     # the same backbone with one weight changed: a new cache
     other = tmp_path / "other_backbone"
-    shutil.copytree(backbone_dir, other)
+    shutil.copytree(tiny_backbone_dir, other)
     from safetensors.torch import load_file, save_file
 
     weights = load_file(other / "model.safetensors")
@@ -139,7 +131,7 @@ def test_cache_is_reused_and_rebuilt_when_the_backbone_weights_change(
 
 
 def test_an_interrupted_build_leaves_no_cache_that_is_reused(
-        tmp_path: Path, data_root: Path, backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = emb_module._encode
     calls = {"n": 0}
 
@@ -151,10 +143,10 @@ def test_an_interrupted_build_leaves_no_cache_that_is_reused(
 
     monkeypatch.setattr(emb_module, "_encode", failing)
     with pytest.raises(KeyboardInterrupt):
-        train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, backbone_dir, per_device_eval_batch_size=8))
+        train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, tiny_backbone_dir, per_device_eval_batch_size=8))
     assert not any(p.name.startswith("embeddings-") for p in (tmp_path / "cache").iterdir())
     monkeypatch.setattr(emb_module, "_encode", real)
-    metrics = train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, backbone_dir, per_device_eval_batch_size=8))
+    metrics = train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, tiny_backbone_dir, per_device_eval_batch_size=8))
     (built,) = _embedding_dirs(tmp_path / "cache")
     report = json.loads((built / REPORT_FILE).read_text())
     from ecg_adapt.data.cache import ECGCache
@@ -164,22 +156,22 @@ def test_an_interrupted_build_leaves_no_cache_that_is_reused(
 
 
 def test_resume_on_the_cached_path_ends_where_the_uninterrupted_run_does(
-        tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    full = train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, backbone_dir, save_strategy="no"))
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    full = train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, tiny_backbone_dir, save_strategy="no"))
     cfg = dict(save_strategy="steps", save_steps=2, save_total_limit=None)
-    train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, backbone_dir, **cfg))
+    train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, tiny_backbone_dir, **cfg))
     run = tmp_path / "b"
     ckpts = sorted((run / "checkpoints").iterdir(), key=lambda p: int(p.name.split("_")[1]))
     shutil.rmtree(ckpts[-1])  # interrupted before the last checkpoint
     (run / "metrics.json").unlink()
-    resumed = train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, backbone_dir, resume_from_checkpoint="latest",
+    resumed = train(_recipe(tmp_path / "b", tmp_path / "cache", data_root, tiny_backbone_dir, resume_from_checkpoint="latest",
                             **cfg))
     assert resumed["global_step"] == full["global_step"]
     assert resumed["test"]["macro_auroc"] == pytest.approx(full["test"]["macro_auroc"], abs=1e-6)
 
 
-def test_embedding_dataset_rejects_a_cache_of_other_windows(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, backbone_dir, max_steps=1))
+def test_embedding_dataset_rejects_a_cache_of_other_windows(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    train(_recipe(tmp_path / "a", tmp_path / "cache", data_root, tiny_backbone_dir, max_steps=1))
     from ecg_adapt.data.cache import ECGCache, WindowDataset
 
     (emb_dir,) = _embedding_dirs(tmp_path / "cache")
@@ -193,11 +185,11 @@ def test_embedding_dataset_rejects_a_cache_of_other_windows(tmp_path: Path, data
 
 
 def test_embed_command_builds_the_cache_a_probe_run_then_reuses(
-        tmp_path: Path, data_root: Path, backbone_dir: Path, capsys: pytest.CaptureFixture,
+        tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, capsys: pytest.CaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ecg_adapt.cli import main
 
-    recipe = _recipe(tmp_path / "run", tmp_path / "cache", data_root, backbone_dir)
+    recipe = _recipe(tmp_path / "run", tmp_path / "cache", data_root, tiny_backbone_dir)
     (tmp_path / "r.yaml").write_text(recipe.to_yaml())
     assert main(["embed", str(tmp_path / "r.yaml")]) == 0
     out = capsys.readouterr().out

@@ -28,7 +28,6 @@ from ecg_adapt.models.registry import FAMILIES, check_family, get_family, regist
 from family_cases import GoldenCase, all_cases
 from tiny_backbones import TINY_CONFIGS, tiny_backbone, tiny_batch, tiny_classifier
 
-torch.set_num_threads(1)
 
 TINY = sorted(TINY_CONFIGS)
 GOLDEN_CASES, RELEASED_NAMES, LORA_CASES = all_cases()

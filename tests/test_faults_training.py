@@ -13,16 +13,7 @@ from pathlib import Path
 import pytest
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.training import Recipe, RecipeError, train
-
-from conftest import TINY_HUBERT
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random HuBERT-ECG folder, written by the demo's own writer."""
-    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +25,8 @@ _BACKBONE: list[Path] = []  # set by the autouse fixture below: _recipe's signat
 
 
 @pytest.fixture(autouse=True)
-def _backbone(backbone_dir: Path) -> None:
-    _BACKBONE[:] = [backbone_dir]
+def _backbone(tiny_backbone_dir: Path) -> None:
+    _BACKBONE[:] = [tiny_backbone_dir]
 
 
 def _recipe(tmp_path: Path, data_root: Path, **training) -> dict:

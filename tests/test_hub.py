@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,11 +27,10 @@ from safetensors.torch import load as load_safetensors_bytes
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
 from ecg_adapt.hub import HubError, build_model_card, from_hub, preflight_push, prepare_push_folder, push_to_hub
 from ecg_adapt.inference import Predictor, find_wfdb_records, read_records
-from ecg_adapt.models.hubert_ecg import HubertECGConfig, HubertECGModel, default_processor_steps
-from ecg_adapt.processing import ECGProcessor, SignalContract
+from ecg_adapt.processing import SignalContract
 from ecg_adapt.training import Recipe, train
 
-from conftest import SAMPLES, TINY_HUBERT
+from conftest import SAMPLES, free_port
 from fake_hub import FakeHub
 
 BACKBONE_REPO = "ecg-test/tiny-hubert-ecg"
@@ -47,15 +45,11 @@ class TinyRun:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> TinyRun:
     root = tmp_path_factory.mktemp("hub_run")
-    torch.manual_seed(0)
-    backbone = HubertECGModel(HubertECGConfig(**TINY_HUBERT))
-    backbone.save_pretrained(root / "tiny_hubert")
-    ECGProcessor(backbone.config.signal_contract, default_processor_steps()).save_pretrained(root / "tiny_hubert")
     data_root = make_synthetic_ptbxl(root / "synth", n_records=40, progress=False)
     train(Recipe.from_dict({
-        "model": {"model_name_or_path": str(root / "tiny_hubert")},
+        "model": {"model_name_or_path": str(tiny_backbone_dir)},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"path": str(data_root), "cache_dir": str(root / "cache"), "max_records_per_split": 8},
         "training": {"per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "max_steps": 2,
@@ -69,7 +63,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
                     and Path(h.baseFilename).parent == root / "run"]:
         run_logger.removeHandler(handler)
         handler.close()
-    return TinyRun(run=root / "run", backbone=root / "tiny_hubert", data_root=data_root)
+    return TinyRun(run=root / "run", backbone=tiny_backbone_dir, data_root=data_root)
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +108,6 @@ def _section(card_text: str, title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", card_text, re.DOTALL | re.MULTILINE)
     assert match, f"no '## {title}' section"
     return match.group(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _probabilities(predictor: Predictor, paths: list[Path]) -> list[dict[str, float]]:
@@ -378,7 +366,7 @@ def test_push_without_a_token_fails_before_any_request(tiny_run: TinyRun, hub: F
 
 def test_push_to_an_unreachable_hub_says_so(tiny_run: TinyRun) -> None:
     before = _digest(tiny_run.run)
-    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(HubError, match="Cannot reach the Hugging Face Hub"):
         push_to_hub(tiny_run.run, "ecg-test/down", base_model=BACKBONE_REPO, token="dummy", license=LICENSE,
                     endpoint=endpoint)

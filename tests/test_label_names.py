@@ -12,12 +12,11 @@ import pytest
 
 from ecg_adapt.cli import per_class_table
 from ecg_adapt.data.cinc import CinC2021
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.hub.card import build_model_card
 from ecg_adapt.tasks import ClassificationTask, display_label, per_class_summary
 from ecg_adapt.training import Recipe, train
 
-from conftest import SAMPLES, TINY_HUBERT, need
+from conftest import SAMPLES, need
 
 
 def test_cinc_tasks_name_every_code_by_its_abbreviation() -> None:
@@ -45,10 +44,9 @@ def test_display_and_per_class_summary_keep_the_code_as_the_key() -> None:
     assert out["426783006"]["auroc"] is None and out["426783006"]["positives"] == 0
 
 
-def test_a_cinc_run_shows_names_in_metrics_the_cli_table_and_the_card(tmp_path: Path) -> None:
-    backbone = write_embedded_backbone(tmp_path / "tiny_hubert", dict(TINY_HUBERT))
+def test_a_cinc_run_shows_names_in_metrics_the_cli_table_and_the_card(tmp_path: Path, tiny_backbone_dir: Path) -> None:
     recipe = Recipe.from_dict({
-        "model": {"model_name_or_path": str(backbone)}, "adaptation": {"method": "linear_probe"},
+        "model": {"model_name_or_path": str(tiny_backbone_dir)}, "adaptation": {"method": "linear_probe"},
         "data": {"source": "cinc2021", "path": str(need(SAMPLES / "cinc2021")), "cache_dir": str(tmp_path / "cache")},
         "task": {"name": "all"},
         "training": {"per_device_train_batch_size": 8, "num_train_epochs": 1, "logging_steps": 50,

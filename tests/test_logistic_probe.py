@@ -17,14 +17,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.evaluation import load_predictions
 from ecg_adapt.tasks import ClassificationTask
 from ecg_adapt.tasks.windows import aggregate_windows
 from ecg_adapt.training import Recipe, RecipeError, train
 from ecg_adapt.training.embeddings import fit_logistic_probe
 
-from conftest import TINY_HUBERT
 
 GRID = [1e-3, 1e-2, 1e-1, 1.0]
 
@@ -122,11 +120,10 @@ def test_recipe_keys_of_the_probe_are_checked_by_name() -> None:
         Recipe.from_dict({"training": {"probe": "logistic"}})
 
 
-def test_a_logistic_regression_run_writes_the_usual_metrics_and_a_working_classifier(tmp_path: Path) -> None:
-    backbone = write_embedded_backbone(tmp_path / "tiny_hubert", dict(TINY_HUBERT))
+def test_a_logistic_regression_run_writes_the_usual_metrics_and_a_working_classifier(tmp_path: Path, tiny_backbone_dir: Path) -> None:
     data = make_synthetic_ptbxl(tmp_path / "ptbxl", n_records=120, progress=False)
     recipe = Recipe.from_dict({
-        "model": {"model_name_or_path": str(backbone)}, "adaptation": {"method": "linear_probe"},
+        "model": {"model_name_or_path": str(tiny_backbone_dir)}, "adaptation": {"method": "linear_probe"},
         "data": {"path": str(data), "cache_dir": str(tmp_path / "cache")}, "task": {"name": "superdiagnostic"},
         "training": {"probe": "logistic_regression", "logistic_regression_c": GRID, "bootstrap_resamples": 100},
         "output": {"output_dir": str(tmp_path / "run")},

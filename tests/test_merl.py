@@ -20,7 +20,6 @@ from ecg_adapt.models.registry import get_family, released_variants
 from ecg_adapt.processing import ECGProcessor
 from transformers import AutoConfig, AutoModel
 
-torch.set_num_threads(1)
 
 ENCODERS = {
     "resnet1d": "resnet18_small_random_encoder.pth",

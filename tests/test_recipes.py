@@ -22,7 +22,6 @@ from ecg_adapt.training.catalogue import copy_recipe, find_recipe, read_info
 
 from conftest import ROOT, SAMPLES, need
 from test_sleep import R, S1, S2, S3, W, shhs_record, slpdb_record
-from tiny_backbones import TINY_CONFIGS, tiny_backbone
 
 SHIPPED = sorted(recipes_dir().glob("*.yaml"))
 # Every discovered family (a new family folder is covered without editing this file); those with a channels-first
@@ -179,32 +178,14 @@ def shhs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A saved tiny backbone per family, written on first use (save_pretrained, like a converted release)."""
-    root = tmp_path_factory.mktemp("backbones")
-    made: dict[str, Path] = {}
-
-    class Lazy(dict):
-        def __missing__(self, family: str) -> Path:
-            name = TINY_NAME.get(family, family)
-            assert name in TINY_CONFIGS, f"no tiny config for family {family!r}"
-            path = root / name
-            tiny_backbone(name).save_pretrained(path)
-            self[family] = path
-            return path
-
-    return Lazy(made)
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_recipe_trains_two_steps_on_a_tiny_backbone_and_real_layout_data(
-    path: Path, request: pytest.FixtureRequest, tiny_backbones: dict[str, Path], tmp_path: Path
+    path: Path, request: pytest.FixtureRequest, tiny_backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     info = read_info(path)
     data_root = request.getfixturevalue(f"{info.dataset}_root")
     overrides = [
-        f"model.model_name_or_path={tiny_backbones[info.family]}",
+        f"model.model_name_or_path={tiny_backbone_dirs[TINY_NAME.get(info.family, info.family)]}",
         f"data.path={data_root}",
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.max_records_per_split=3",
@@ -282,11 +263,11 @@ def test_a_built_wheel_ships_every_recipe(tmp_path: Path) -> None:
 
 
 def test_the_apnea_recipe_takes_the_sequence_head_with_its_one_minute_unit(
-    apnea_ecg_root: Path, tiny_backbones: dict[str, Path], tmp_path: Path
+    apnea_ecg_root: Path, tiny_backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     """The sequence keys work on any source of long recordings: Apnea-ECG minutes, a GRU over the neighbours."""
     recipe = Recipe.from_yaml(recipes_dir() / "ecgfounder_lora_apnea_ecg_apnea.yaml", [
-        f"model.model_name_or_path={tiny_backbones['ecgfounder']}", f"data.path={apnea_ecg_root}",
+        f"model.model_name_or_path={tiny_backbone_dirs['ecgfounder']}", f"data.path={apnea_ecg_root}",
         f"data.cache_dir={tmp_path / 'cache'}", "model.sequence_model=gru", "model.context_epochs=1",
         "model.sequence_hidden_size=8", "training.max_steps=1", "training.per_device_train_batch_size=2",
         "training.eval_strategy=no", "training.save_strategy=no", "training.bootstrap_resamples=0",

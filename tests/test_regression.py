@@ -18,14 +18,13 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from ecg_adapt.data.cinc import CinC2021
 from ecg_adapt.data.ptbxl import PTBXL
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.evaluation import Predictions, compare_runs, load_predictions, save_predictions
 from ecg_adapt.models.classifier import ECGClassifierConfig, head_loss_and_logits, regression_loss
 from ecg_adapt.tasks import RegressionTask, lower_is_better, regression_metrics, task_from_dict
 from ecg_adapt.training import Recipe, RecipeError, train
 from ecg_adapt.training.selection import BestTracker
 
-from conftest import SAMPLES, TINY_HUBERT, need
+from conftest import SAMPLES, need
 
 
 def _noisy(n: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -162,11 +161,6 @@ def test_cinc_header_age_and_sex_are_targets() -> None:
 
 
 # ------------------------------------------------------------------------------------------ training
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
-
-
 def _recipe(out: Path, root: Path, backbone: Path, task: dict, **training) -> Recipe:
     return Recipe.from_dict({
         "model": {"model_name_or_path": str(backbone)}, "adaptation": {"method": "linear_probe"},
@@ -178,10 +172,10 @@ def _recipe(out: Path, root: Path, backbone: Path, task: dict, **training) -> Re
 
 
 def test_age_regression_trains_masks_missing_ages_and_saves_a_model_that_predicts_years(
-    ptbxl_root: Path, backbone_dir: Path, tmp_path: Path
+    ptbxl_root: Path, tiny_backbone_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "age"
-    metrics = train(_recipe(run, ptbxl_root, backbone_dir, {"name": "age"}))
+    metrics = train(_recipe(run, ptbxl_root, tiny_backbone_dir, {"name": "age"}))
     test = metrics["test"]
     assert metrics["primary_metric"] == "mae" and {"mae", "rmse", "r2", "pearson_r"} <= set(test)
     assert test["ci"]["mae"]["low"] <= test["mae"] <= test["ci"]["mae"]["high"]
@@ -216,7 +210,7 @@ def test_age_regression_trains_masks_missing_ages_and_saves_a_model_that_predict
     # the card calls it a regression model and leads with the test MAE and its interval, not a macro AUROC
     from ecg_adapt.hub.card import build_model_card
 
-    card = str(build_model_card(run, repo_id="me/age", base_model=str(backbone_dir), license="other"))
+    card = str(build_model_card(run, repo_id="me/age", base_model=str(tiny_backbone_dir), license="other"))
     assert f"regression model for **{metrics['task']}**" in card and "AUROC" not in card
     assert f"Test MAE **{test['mae']:.4f}**" in card and "| age |" in card
 
@@ -241,8 +235,8 @@ def test_sweep_tables_and_curves_read_a_regression_metric(tmp_path: Path) -> Non
     assert metric == "mae" and list(points.values())[0] == {0.5: [9.0], 1.0: [7.0]}
 
 
-def test_sex_is_a_single_logit_binary_task_scored_with_auroc(ptbxl_root: Path, backbone_dir: Path, tmp_path: Path) -> None:
-    metrics = train(_recipe(tmp_path / "sex", ptbxl_root, backbone_dir, {"name": "sex"}, num_train_epochs=1))
+def test_sex_is_a_single_logit_binary_task_scored_with_auroc(ptbxl_root: Path, tiny_backbone_dir: Path, tmp_path: Path) -> None:
+    metrics = train(_recipe(tmp_path / "sex", ptbxl_root, tiny_backbone_dir, {"name": "sex"}, num_train_epochs=1))
     assert metrics["labels"] == ["female"] and metrics["primary_metric"] == "macro_auroc"
     assert set(metrics["test"]["per_class_auroc"]) == {"female"}
     assert metrics["data"]["target"]["missing"] == 12
@@ -251,12 +245,12 @@ def test_sex_is_a_single_logit_binary_task_scored_with_auroc(ptbxl_root: Path, b
 
 
 def test_unknown_targets_and_misplaced_regression_keys_name_the_recipe_key(
-    ptbxl_root: Path, backbone_dir: Path, tmp_path: Path
+    ptbxl_root: Path, tiny_backbone_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(RecipeError, match=r"task.name: .*did you mean 'age'"):
-        train(_recipe(tmp_path / "a", ptbxl_root, backbone_dir, {"name": "agee"}))
+        train(_recipe(tmp_path / "a", ptbxl_root, tiny_backbone_dir, {"name": "agee"}))
     with pytest.raises(RecipeError, match="task.regression_loss is for regression targets"):
-        train(_recipe(tmp_path / "b", ptbxl_root, backbone_dir, {"name": "superdiagnostic", "regression_loss": "l1"}))
+        train(_recipe(tmp_path / "b", ptbxl_root, tiny_backbone_dir, {"name": "superdiagnostic", "regression_loss": "l1"}))
     with pytest.raises(RecipeError, match="task.regression_loss"):
         Recipe.from_dict({"task": {"name": "age", "regression_loss": "huber"}})
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from tiny_backbones import tiny_backbone
 
 from ecg_adapt.adaptation import adapt, load_adapted, save_adapted
 from ecg_adapt.adaptation.config import UnsupportedAdaptationError
@@ -40,16 +39,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def backbone_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("seq_backbones")
-    out = {}
-    for name in {c[0] for c in CASES}:
-        tiny_backbone(name).save_pretrained(root / name)
-        out[name] = root / name
-    return out
-
-
 def sequence_model(backbone_dir: Path, kind: str = "gru", pooling: str = "mean") -> ECGSequenceClassifier:
     torch.manual_seed(0)
     model = ECGSequenceClassifier.from_backbone(
@@ -72,9 +61,9 @@ def context_batch(model: ECGSequenceClassifier, b: int = 2, seed: int = 0) -> di
 
 @pytest.mark.parametrize("family,method,options,pooling", CASES, ids=[f"{c[0]}-{c[1]}-{c[3]}" for c in CASES])
 def test_every_method_adapts_the_backbone_inside_trains_the_sequence_model_and_reloads_identically(
-    family: str, method: str, options: dict, pooling: str, backbone_dirs: dict[str, Path], tmp_path: Path
+    family: str, method: str, options: dict, pooling: str, tiny_backbone_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = sequence_model(backbone_dirs[family], pooling=pooling)
+    model = sequence_model(tiny_backbone_dirs[family], pooling=pooling)
     backbone_before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
     adapted = adapt(model, method, **options)
     assert adapted is model and isinstance(adapted, ECGSequenceClassifier)
@@ -128,25 +117,25 @@ def test_every_method_adapts_the_backbone_inside_trains_the_sequence_model_and_r
         assert torch.equal(reloaded(**batch).logits, logits)
 
 
-def test_the_lora_backbone_adapter_keeps_the_plain_peft_layout(backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_the_lora_backbone_adapter_keeps_the_plain_peft_layout(tiny_backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
     """Plain peft loads the saved backbone adapter onto the plain backbone: same features as inside the model."""
-    model = adapt(sequence_model(backbone_dirs["hubert_ecg"], kind="transformer"), "lora", r=4)
+    model = adapt(sequence_model(tiny_backbone_dirs["hubert_ecg"], kind="transformer"), "lora", r=4)
     for n, p in model.named_parameters():  # move the adapter away from its zero initialisation
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
     folder = save_adapted(model, tmp_path / "model")
-    backbone = load_backbone(str(backbone_dirs["hubert_ecg"]))
+    backbone = load_backbone(str(tiny_backbone_dirs["hubert_ecg"]))
     plain = PeftModel.from_pretrained(backbone, str(folder)).eval()
     x = context_batch(model)["input_values"][:, 1]
     model.eval()
     with torch.no_grad():
         inside = model.backbone(x).last_hidden_state
         torch.testing.assert_close(plain(x).last_hidden_state, inside)
-        assert not torch.allclose(load_backbone(str(backbone_dirs["hubert_ecg"]))(x).last_hidden_state, inside)
+        assert not torch.allclose(load_backbone(str(tiny_backbone_dirs["hubert_ecg"]))(x).last_hidden_state, inside)
 
 
-def test_sequence_folder_errors_are_clear(backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
-    model = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "lora", r=4)
+def test_sequence_folder_errors_are_clear(tiny_backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
+    model = adapt(sequence_model(tiny_backbone_dirs["hubert_ecg"]), "lora", r=4)
     with pytest.raises(ValueError, match="already carries an adapter"):
         adapt(model, "lora")
     folder = save_adapted(model, tmp_path / "model")
@@ -155,10 +144,10 @@ def test_sequence_folder_errors_are_clear(backbone_dirs: dict[str, Path], tmp_pa
         load_adapted(folder)
 
 
-def test_every_parameter_is_in_the_graph_when_no_window_is_missing(backbone_dirs: dict[str, Path]) -> None:
+def test_every_parameter_is_in_the_graph_when_no_window_is_missing(tiny_backbone_dirs: dict[str, Path]) -> None:
     """DistributedDataParallel (without find_unused_parameters) needs every trainable parameter in every step's
     graph: the missing-window embedding gets a gradient (zero) from a batch whose windows are all present."""
-    model = adapt(sequence_model(backbone_dirs["hubert_ecg"], kind="transformer"), "lora", r=4)
+    model = adapt(sequence_model(tiny_backbone_dirs["hubert_ecg"], kind="transformer"), "lora", r=4)
     batch = context_batch(model)
     batch["attention_mask"][:] = 1
     model.train()
@@ -168,8 +157,8 @@ def test_every_parameter_is_in_the_graph_when_no_window_is_missing(backbone_dirs
     assert torch.count_nonzero(model.context_encoder.missing_window.grad) == 0
 
 
-def test_merging_folds_the_backbone_adapter_and_keeps_the_sequence_model(backbone_dirs: dict[str, Path]) -> None:
-    model = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "lora", r=4)
+def test_merging_folds_the_backbone_adapter_and_keeps_the_sequence_model(tiny_backbone_dirs: dict[str, Path]) -> None:
+    model = adapt(sequence_model(tiny_backbone_dirs["hubert_ecg"]), "lora", r=4)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
@@ -181,7 +170,7 @@ def test_merging_folds_the_backbone_adapter_and_keeps_the_sequence_model(backbon
         assert isinstance(merged, ECGSequenceClassifier) and merged.window_classifier is merged.base_window_classifier
         assert not any("lora_" in n for n, _ in merged.named_parameters())
         torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-5)
-    houlsby = adapt(sequence_model(backbone_dirs["hubert_ecg"]), "houlsby_adapter")
+    houlsby = adapt(sequence_model(tiny_backbone_dirs["hubert_ecg"]), "houlsby_adapter")
     with pytest.raises(UnsupportedAdaptationError, match="cannot be merged"):
         merge_for_deployment(houlsby)
 

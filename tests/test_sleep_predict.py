@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edf_writer import EDFChannel, to_digital, write_edf
+from edf_writer import SHHS1_MONTAGE, EDFChannel, to_digital, write_edf
 from test_sleep import SLP01A_NOTES, nsrr_xml, runs_of, slpdb_record
 from test_sleep_store import beating_ecg
 
@@ -26,16 +26,6 @@ from ecg_adapt.inference import Predictor, SequencePredictor, read_night
 from ecg_adapt.models.sequence import ECGSequenceClassifier
 from ecg_adapt.processing import ECGProcessor
 
-# The SHHS-1 EDF montage: label, unit, physical min/max, digital min/max, samples per 1 s data record.
-SHHS1_MONTAGE = (
-    ("SaO2", "", 0.0, 100.0, -32768, 32767, 1), ("H.R.", "", 0.0, 250.0, -32768, 32767, 1),
-    ("EEG(sec)", "uV", -125.0, 125.0, -128, 127, 125), ("ECG", "mV", -1.25, 1.25, -128, 127, 125),
-    ("EMG", "uV", -31.25, 31.25, -128, 127, 125), ("EOG(L)", "uV", -125.0, 125.0, -128, 127, 50),
-    ("EOG(R)", "uV", -125.0, 125.0, -128, 127, 50), ("EEG", "uV", -125.0, 125.0, -128, 127, 125),
-    ("THOR RES", "", 1.0, -1.0, -128, 127, 10), ("ABDO RES", "", 1.0, -1.0, -128, 127, 10),
-    ("POSITION", "", 0.0, 3.0, 0, 3, 1), ("LIGHT", "", 0.0, 1.0, 0, 1, 1),
-    ("NEW AIR", "uV", -125.0, 125.0, -128, 127, 10), ("OX stat", "", 0.0, 3.0, 0, 3, 1),
-)
 N_EPOCHS, TAIL_S = 9, 17  # nine whole 30 s epochs, then 17 s that make no whole epoch
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edf_writer import EDFChannel, to_digital, write_edf
-from test_sleep import MV, R, S2, S3, SLP01A_NOTES, E250, W, nsrr_xml, runs_of, slpdb_record
+from edf_writer import EDFChannel, to_digital
+from test_sleep import MV, R, S2, S3, SLP01A_NOTES, E250, W, shhs_record, slpdb_record
 
 from ecg_adapt.data import ContextWindowDataset, build_cache
 from ecg_adapt.data.cache import WindowDataset, make_loader
@@ -47,10 +47,6 @@ def beating_ecg(seconds: float, fs: int, seed: int) -> np.ndarray:
 def shhs_night(root: Path, record: str, stages: list[str], seed: int = 0) -> Path:
     """One SHHS-1 recording: EEG, ECG (125 Hz, 12-bit) and a slow channel in an EDF, stages in NSRR XML."""
     n_seconds = 30 * len(stages)
-    edf_dir = root / "polysomnography" / "edfs" / "shhs1"
-    xml_dir = root / "polysomnography" / "annotations-events-nsrr" / "shhs1"
-    edf_dir.mkdir(parents=True, exist_ok=True)
-    xml_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ecg = EDFChannel("ECG", np.zeros(0, np.int16), 125, "mV", -2.5, 2.5, -2048, 2047)
     ecg.digital = to_digital(beating_ecg(n_seconds, 125, seed), ecg)
@@ -59,9 +55,8 @@ def shhs_night(root: Path, record: str, stages: list[str], seed: int = 0) -> Pat
         ecg,
         EDFChannel("SaO2", rng.integers(90, 100, n_seconds).astype(np.int16), 1, "%", 0, 100, 0, 100),
     ]
-    write_edf(edf_dir / f"{record}.edf", chans)
-    nsrr_xml(xml_dir / f"{record}-nsrr.xml", runs_of(stages))
-    return edf_dir / f"{record}.edf"
+    shhs_record(root, "shhs1", record, stages, channels=chans)  # the NSRR layout: EDF and its -nsrr.xml
+    return root / "polysomnography" / "edfs" / "shhs1" / f"{record}.edf"
 
 
 NIGHT = [W] * 2 + [S2] * 3 + [S3] * 3 + [MV] + [S2] * 2 + [R] * 3  # 14 epochs, one movement epoch

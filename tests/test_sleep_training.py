@@ -19,7 +19,6 @@ from fake_hub import FakeHub
 from huggingface_hub import HfApi, ModelCard
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 from test_sleep import R, S1, S2, S3, W, shhs_record
-from tiny_backbones import tiny_backbone
 
 from ecg_adapt.adaptation import load_adapted
 from ecg_adapt.cli import main
@@ -152,11 +151,10 @@ class ShhsRun:
 
 
 @pytest.fixture(scope="module")
-def shhs_run(shhs_nights: Path, tmp_path_factory: pytest.TempPathFactory) -> ShhsRun:
+def shhs_run(shhs_nights: Path, tiny_backbone_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> ShhsRun:
     """The shipped SHHS recipe trained two steps through the CLI on a tiny ECGFounder (what a new user runs)."""
     root = tmp_path_factory.mktemp("shhs_run")
-    backbone_dir = root / "ecgfounder"
-    tiny_backbone("ecgfounder").save_pretrained(backbone_dir)
+    backbone_dir = tiny_backbone_dirs["ecgfounder"]
     run = root / "run"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):

@@ -28,7 +28,6 @@ from ecg_adapt.models.st_mem.processing import ncrop_starts
 from ecg_adapt.processing import ECGProcessor
 from transformers import AutoConfig, AutoModel
 
-torch.set_num_threads(1)
 
 TINY = dict(st_mem.FAMILY.tiny_configs["st_mem"])
 

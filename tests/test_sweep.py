@@ -17,7 +17,7 @@ from ecg_adapt.tasks.subset import stratified_order, stratified_subset
 from ecg_adapt.training import Recipe, RecipeError
 from ecg_adapt.training.sweep import SweepError, SweepSpec, run_sweep
 
-from conftest import TINY_HUBERT
+from conftest import TINY_HUBERT, free_port
 
 
 # ------------------------------------------------------------------------------------------- stratified subsets
@@ -297,14 +297,6 @@ def test_plot_points_are_per_backbone_and_method_over_fractions_and_seeds(world:
     assert out.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "sweep" / "sweep.png").is_file()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_sweep_under_accelerate_launch_runs_every_cell_on_both_processes(world: dict[str, Path], tmp_path: Path) -> None:
     import os
@@ -318,7 +310,7 @@ def test_a_sweep_under_accelerate_launch_runs_every_cell_on_both_processes(world
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "ecg_adapt.cli", "sweep", str(path)]
+           "--main_process_port", str(free_port()), "-m", "ecg_adapt.cli", "sweep", str(path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for cell in ("method-linear_probe", "method-lora"):  # the second cell reused the launched process group

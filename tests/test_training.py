@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,9 @@ import pytest
 import yaml
 
 from ecg_adapt.data.synthetic import make_synthetic_ptbxl
-from ecg_adapt.demo import write_embedded_backbone
 from ecg_adapt.training import Recipe, train
 
-from conftest import TINY_HUBERT
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random HuBERT-ECG folder, written by the demo's own writer."""
-    return write_embedded_backbone(tmp_path_factory.mktemp("backbone") / "tiny_hubert", dict(TINY_HUBERT))
+from conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +35,8 @@ def _recipe(tmp_path: Path, data_root: Path, backbone: Path, **training) -> dict
     }
 
 
-def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, report_to=["tensorboard"])))
+def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir, report_to=["tensorboard"])))
     run = tmp_path / "run"
     assert list((run / "logs").rglob("events.out.tfevents*")), "accelerate tracker wrote nothing"
     for name in ("recipe.yaml", "metrics.json", "train.log", "model/adapter_model.safetensors",
@@ -58,20 +50,20 @@ def test_run_writes_model_recipe_metrics_and_log(tmp_path: Path, data_root: Path
     again = Recipe.from_yaml(run / "recipe.yaml")  # the resolved recipe is itself a valid recipe
     assert again.training.learning_rate == 1e-3
     with pytest.raises(FileExistsError, match="already holds a finished run"):
-        train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir)))
+        train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir)))
     assert json.loads((run / "metrics.json").read_text()) == saved  # the finished run is left intact
 
 
-def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    full = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, backbone_dir, max_steps=6, save_strategy="no")))
+def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    full = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, tiny_backbone_dir, max_steps=6, save_strategy="no")))
     cfg = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=None)
-    train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, backbone_dir, **cfg)))
+    train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, tiny_backbone_dir, **cfg)))
     run = tmp_path / "b" / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1", "checkpoint_2"]
     # Simulate a run interrupted after step 4 (mid-epoch: 6 batches per epoch): drop what came later.
     shutil.rmtree(run / "checkpoints" / "checkpoint_2")
     (run / "metrics.json").unlink()
-    resumed = train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, backbone_dir, resume_from_checkpoint="latest", **cfg)))
+    resumed = train(Recipe.from_dict(_recipe(tmp_path / "b", data_root, tiny_backbone_dir, resume_from_checkpoint="latest", **cfg)))
     assert resumed["global_step"] == 6
     assert "checkpoint_1 at epoch 0, step 4" in (run / "train.log").read_text()
     # checkpoint numbering continues after the one resumed from
@@ -82,15 +74,9 @@ def test_resume_from_saved_state_continues_at_the_right_step(tmp_path: Path, dat
     assert resumed["test"]["macro_auroc"] == pytest.approx(full["test"]["macro_auroc"], abs=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    recipe = _recipe(tmp_path, data_root, backbone_dir, max_steps=3, save_strategy="no")
+def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    recipe = _recipe(tmp_path, data_root, tiny_backbone_dir, max_steps=3, save_strategy="no")
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     # `accelerate launch --cpu --num_processes 2` silently runs ONE process; MULTI_CPU needs ACCELERATE_USE_CPU
@@ -98,7 +84,7 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path,
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "ecg_adapt.train", str(path)]
+           "--main_process_port", str(free_port()), "-m", "ecg_adapt.train", str(path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / "run" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -110,13 +96,13 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_they_agree(tmp_path: Path,
     assert metrics["world_size"] == 2 and "MULTI_CPU" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path, data_root: Path, backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ecg_adapt.hub import HubError
     from ecg_adapt.training.recipe import RecipeError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login
-    recipe = _recipe(tmp_path, data_root, backbone_dir)
+    recipe = _recipe(tmp_path, data_root, tiny_backbone_dir)
     recipe["hub"] = {"push_to_hub": True, "hub_model_id": "me/ecg-lora", "base_model": "me/hubert-ecg-tiny"}
     with pytest.raises(HubError):
         train(Recipe.from_dict(recipe))
@@ -126,10 +112,10 @@ def test_recipe_hub_section_fails_before_training_without_a_token(tmp_path: Path
         Recipe.from_dict(recipe)
 
 
-def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, samples: Path, backbone_dir: Path) -> None:
+def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, samples: Path, tiny_backbone_dir: Path) -> None:
     """``data.source`` opens any registered source; CinC's task adds the official challenge score."""
     recipe = {
-        "model": {"model_name_or_path": str(backbone_dir)},
+        "model": {"model_name_or_path": str(tiny_backbone_dir)},
         "adaptation": {"method": "lora", "r": 4},
         "data": {"source": "cinc2021", "path": str(samples / "cinc2021"), "cache_dir": str(tmp_path / "cache"),
                  "source_options": {"unscored_records": "negative", "split_fractions": [0.6, 0.2, 0.2]}},
@@ -153,17 +139,17 @@ def test_recipe_trains_on_another_registered_source_cinc2021(tmp_path: Path, sam
         prepare(Recipe.from_dict(recipe))  # the demo synthesises PTB-XL only
 
 
-def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
     from ecg_adapt.training import RecipeError
 
     aug = [{"name": "gaussian_noise", "p": 1.0}, {"name": "lead_dropout", "p": 0.5}]
-    plain = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, backbone_dir, max_steps=2, save_strategy="no")))
-    r = _recipe(tmp_path / "b", data_root, backbone_dir, max_steps=2, save_strategy="no")
+    plain = train(Recipe.from_dict(_recipe(tmp_path / "a", data_root, tiny_backbone_dir, max_steps=2, save_strategy="no")))
+    r = _recipe(tmp_path / "b", data_root, tiny_backbone_dir, max_steps=2, save_strategy="no")
     r["data"]["augmentations"] = aug
     augmented = train(Recipe.from_dict(r))
     assert "training augmentations" in (tmp_path / "b" / "run" / "train.log").read_text()
     assert augmented["history"] != plain["history"] or augmented["test"]["loss"] != plain["test"]["loss"]
-    r = _recipe(tmp_path / "c", data_root, backbone_dir, max_steps=2)
+    r = _recipe(tmp_path / "c", data_root, tiny_backbone_dir, max_steps=2)
     r["data"]["augmentations"] = [{"name": "gausian_noise"}]
     with pytest.raises(RecipeError, match="data.augmentations: .*did you mean 'gaussian_noise'"):
         train(Recipe.from_dict(r))
@@ -174,14 +160,14 @@ def test_recipe_augmentations_run_in_training_and_typos_are_caught(tmp_path: Pat
     {"method": "partial", "num_trainable_blocks": 1, "layerwise_lr_decay": 0.5},
     {"method": "ia3"},
 ])
-def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, data_root: Path, backbone_dir: Path, samples: Path,
+def test_recipe_trains_saves_and_predicts_with_other_methods(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path, samples: Path,
                                                              adaptation: dict) -> None:
     """Every method kind goes through the same loop, save and Predictor (module, native with LLRD, peft)."""
     from ecg_adapt.adaptation import read_adaptation_config
     from ecg_adapt.inference import Predictor
     from ecg_adapt.data import read_wfdb
 
-    r = _recipe(tmp_path, data_root, backbone_dir, max_steps=2, save_strategy="no")
+    r = _recipe(tmp_path, data_root, tiny_backbone_dir, max_steps=2, save_strategy="no")
     r["adaptation"] = adaptation
     metrics = train(Recipe.from_dict(r))
     model_dir = tmp_path / "run" / "model"
@@ -259,10 +245,10 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch: 
 
 
 def test_selection_loads_the_best_evaluation_and_metrics_say_which(tmp_path: Path, data_root: Path,
-                                                                     backbone_dir: Path) -> None:
+                                                                     tiny_backbone_dir: Path) -> None:
     # Select on the *highest* validation loss: training lowers it, so the known best evaluation is an early one,
     # not the last; the reported model must be that one (its validation loss is re-measured at the end).
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, num_train_epochs=3,
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir, num_train_epochs=3,
                                              metric_for_best_model="loss", greater_is_better=True)))
     history = metrics["history"]
     assert len(history) == 3
@@ -275,8 +261,8 @@ def test_selection_loads_the_best_evaluation_and_metrics_say_which(tmp_path: Pat
     assert (tmp_path / "run" / "best" / "selection.json").exists()
 
 
-def test_early_stopping_ends_the_run_after_patience(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, num_train_epochs=6,
+def test_early_stopping_ends_the_run_after_patience(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir, num_train_epochs=6,
                                              metric_for_best_model="loss", greater_is_better=True,
                                              early_stopping_patience=1)))
     losses = [h["val_loss"] for h in metrics["history"]]
@@ -287,10 +273,10 @@ def test_early_stopping_ends_the_run_after_patience(tmp_path: Path, data_root: P
 
 
 def test_test_metrics_carry_bootstrap_intervals_and_predictions_are_saved(tmp_path: Path, data_root: Path,
-                                                                           backbone_dir: Path) -> None:
+                                                                           tiny_backbone_dir: Path) -> None:
     from ecg_adapt.evaluation import compare_runs, load_predictions
 
-    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, bootstrap_resamples=200)))
+    metrics = train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir, bootstrap_resamples=200)))
     test = metrics["test"]
     ci = test["ci"]["macro_auroc"]
     assert ci["low"] <= test["macro_auroc"] <= ci["high"] and ci["high"] - ci["low"] > 0
@@ -306,8 +292,8 @@ def test_test_metrics_carry_bootstrap_intervals_and_predictions_are_saved(tmp_pa
     assert table.rows[0].metric.estimate == pytest.approx(test["macro_auroc"])
 
 
-def test_unknown_metric_for_best_model_is_a_recipe_error(tmp_path: Path, data_root: Path, backbone_dir: Path) -> None:
+def test_unknown_metric_for_best_model_is_a_recipe_error(tmp_path: Path, data_root: Path, tiny_backbone_dir: Path) -> None:
     from ecg_adapt.training import RecipeError
 
     with pytest.raises(RecipeError, match=r"metric_for_best_model 'macro_aurc'.*did you mean 'macro_auroc'"):
-        train(Recipe.from_dict(_recipe(tmp_path, data_root, backbone_dir, metric_for_best_model="macro_aurc")))
+        train(Recipe.from_dict(_recipe(tmp_path, data_root, tiny_backbone_dir, metric_for_best_model="macro_aurc")))
